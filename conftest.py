@@ -1,0 +1,2 @@
+"""Registers the infermatrix plugin; nothing else lives here."""
+pytest_plugins = ["fixtures.plugin"]

@@ -1,0 +1,268 @@
+"""The engine protocol: the base class owns lifecycle, input checks and device sync.
+
+A backend subclasses :class:`Engine`, declares its capabilities as class data and writes
+only the ``*_impl`` methods (the pattern of Polygraphy's ``BaseRunner``). Framework
+imports happen inside the ``_impl`` methods so a missing package never breaks import of
+this module or collection of the test suite.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+DEVICES = ("cpu", "cuda")
+INT8_SCHEMES = ("static", "dynamic")
+
+#: engine outputs, in the runtime's own types (tensors, OrtValues ...), by output name
+Outputs = dict[str, Any]
+
+
+class EngineError(RuntimeError):
+    """An engine was used out of order or given inputs that do not match its model."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine cannot run here (missing package, missing execution provider, no GPU)."""
+
+
+@dataclass(frozen=True)
+class TransformerHints:
+    """What ONNX Runtime's transformer optimizer needs to fuse attention."""
+
+    model_type: str  # onnxruntime.transformers.optimizer model type, e.g. "bert"
+    num_heads: int
+    hidden_size: int
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Everything an engine may need to build an artifact from a PyTorch model.
+
+    ``module`` is the fp32 ``torch.nn.Module`` in eval mode; it takes the inputs
+    positionally in ``input_names`` order and returns a tensor or a tuple of tensors in
+    ``output_names`` order. ``example_inputs`` are CPU tensors (batch >= 2 so that
+    exporters do not specialise the batch axis to 1).
+    """
+
+    name: str
+    module: Any
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    example_inputs: Mapping[str, Any]
+    int8_scheme: str = "static"
+    calibration: Callable[[], Iterable[Mapping[str, np.ndarray]]] | None = None
+    transformer: TransformerHints | None = None
+    #: exporter tried first by ONNX-based engines ("dynamo" or "torchscript")
+    onnx_exporter: str = "dynamo"
+
+    def __post_init__(self) -> None:
+        if self.onnx_exporter not in ("dynamo", "torchscript"):
+            raise ValueError(f"onnx_exporter={self.onnx_exporter!r}; expected 'dynamo' or 'torchscript'")
+        if self.int8_scheme not in INT8_SCHEMES:
+            raise ValueError(f"int8_scheme={self.int8_scheme!r}; expected one of {INT8_SCHEMES}")
+        missing = [n for n in self.input_names if n not in self.example_inputs]
+        if missing:
+            raise ValueError(f"example_inputs lacks {missing}; expected keys {self.input_names}")
+
+    def positional(self, inputs: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(inputs[n] for n in self.input_names)
+
+
+class Engine(ABC):
+    """One backend at one precision on one device.
+
+    Lifecycle: ``build`` (once, into a cache directory) -> ``load`` -> ``prepare`` /
+    ``run`` / ``to_host`` any number of times -> ``close``. ``run`` returns only when the
+    device has finished, so wall-clock timing around it is honest.
+    """
+
+    name: ClassVar[str]
+    #: device -> precisions this engine can run there
+    capabilities: ClassVar[Mapping[str, frozenset[str]]]
+    #: (device, precision) pairs that work but are too slow for the default matrix
+    slow: ClassVar[frozenset[tuple[str, str]]] = frozenset()
+    #: importable modules this engine needs, checked lazily
+    requires: ClassVar[tuple[str, ...]] = ("torch",)
+    #: False when the artifact is specialised to one batch size
+    dynamic_batch: ClassVar[bool] = True
+    #: printed once in the run summary when the engine was used
+    notice: ClassVar[str | None] = None
+
+    def __init__(self, precision: str, device: str) -> None:
+        why = self.unsupported_reason(device, precision)
+        if why:
+            raise EngineError(why)
+        self.precision = precision
+        self.device = device
+        self._spec: dict[str, tuple[tuple[int, ...], str]] | None = None
+        self._output_names: tuple[str, ...] = ()
+        self._loaded = False
+        self._closed = False
+
+    # ---- capabilities (class-level data, queried by the matrix generator) ----
+    @classmethod
+    def precisions(cls) -> frozenset[str]:
+        return frozenset().union(*cls.capabilities.values())
+
+    @classmethod
+    def devices(cls) -> frozenset[str]:
+        return frozenset(cls.capabilities)
+
+    @classmethod
+    def unsupported_reason(cls, device: str, precision: str) -> str | None:
+        if device not in cls.capabilities:
+            return f"{cls.name} does not run on {device!r}; it runs on {sorted(cls.capabilities)}"
+        if precision not in cls.capabilities[device]:
+            return (f"{cls.name} does not support {precision!r} on {device}; "
+                    f"supported there: {sorted(cls.capabilities[device])}")
+        return None
+
+    @classmethod
+    def missing_requirements(cls) -> list[str]:
+        """Modules in ``requires`` that are not installed (no import is performed)."""
+        return [m for m in cls.requires if importlib.util.find_spec(m) is None]
+
+    @classmethod
+    def is_installed(cls) -> bool:
+        return not cls.missing_requirements()
+
+    @classmethod
+    def library_versions(cls) -> dict[str, str]:
+        """Versions of the libraries whose change invalidates an artifact."""
+        out = {}
+        for mod in cls.requires:
+            out[mod] = str(getattr(importlib.import_module(mod), "__version__", "unknown"))
+        return out
+
+    def availability_problem(self) -> str | None:
+        """Why this engine cannot run here right now (None when it can)."""
+        missing = self.missing_requirements()
+        if missing:
+            return f"{self.name} needs {missing}, which are not installed"
+        return self._availability_problem_impl()
+
+    # ---- lifecycle owned by the base class ----
+    def build(self, spec: BuildSpec, workdir: Path) -> None:
+        """Export / compile / quantize ``spec.module`` into ``workdir`` (an empty dir)."""
+        self._check_available()
+        workdir = Path(workdir)
+        if not workdir.is_dir():
+            raise EngineError(f"build workdir {workdir} does not exist or is not a directory")
+        self._build_impl(spec, workdir)
+
+    def load(self, workdir: Path, spec: BuildSpec) -> None:
+        """Load the artifact from ``workdir``. ``spec`` gives the input/output contract;
+        engines whose artifact is not standalone (eager, torch.compile) also use its module."""
+        self._check_available()
+        if self._closed:
+            raise EngineError(f"{self.name}: load() after close(); create a new engine")
+        self._spec = {n: (tuple(spec.example_inputs[n].shape[1:]),
+                          str(spec.example_inputs[n].dtype).replace("torch.", ""))
+                      for n in spec.input_names}
+        self._output_names = spec.output_names
+        self._load_impl(Path(workdir), spec)
+        self._loaded = True
+
+    def prepare(self, inputs: Mapping[str, Any]) -> Any:
+        """Move and convert host inputs once, outside any timed region."""
+        self._check_loaded("prepare")
+        self._check_inputs(inputs)
+        return self._prepare_impl(inputs)
+
+    def run(self, prepared: Any) -> Outputs:
+        """One inference on prepared inputs; returns after the device is done."""
+        self._check_loaded("run")
+        out = self._run_impl(prepared)
+        self._synchronize_impl()
+        return out
+
+    def runtime_call(self, prepared: Any) -> Callable[[], Any]:
+        """The bare runtime call behind ``run`` (no checks), to measure harness overhead."""
+        self._check_loaded("runtime_call")
+        impl, sync = self._run_impl, self._synchronize_impl
+
+        def call() -> None:
+            impl(prepared)
+            sync()
+        return call
+
+    def to_host(self, outputs: Outputs) -> dict[str, np.ndarray]:
+        """Outputs as float32 numpy arrays on the host, for comparison (never timed)."""
+        missing = [n for n in self._output_names if n not in outputs]
+        if missing:
+            raise EngineError(f"{self.name} returned outputs {sorted(outputs)}; "
+                              f"expected {list(self._output_names)}")
+        # copy: runtimes reuse output buffers (IO binding, infer requests) on the next run
+        return {n: np.array(self._to_host_impl(outputs[n]), dtype=np.float32, copy=True)
+                for n in self._output_names}
+
+    def close(self) -> None:
+        if not self._closed:
+            self._close_impl()
+        self._closed = True
+        self._loaded = False
+
+    # ---- checks ----
+    def _check_available(self) -> None:
+        problem = self.availability_problem()
+        if problem:
+            raise EngineUnavailable(problem)
+
+    def _check_loaded(self, what: str) -> None:
+        if self._closed:
+            raise EngineError(f"{self.name}: {what}() after close()")
+        if not self._loaded:
+            raise EngineError(f"{self.name}: {what}() before load(); call build() and load() first")
+
+    def _check_inputs(self, inputs: Mapping[str, Any]) -> None:
+        assert self._spec is not None
+        if set(inputs) != set(self._spec):
+            raise EngineError(f"{self.name}: got inputs {sorted(inputs)}; expected {sorted(self._spec)}")
+        batch = {int(inputs[n].shape[0]) for n in self._spec}
+        if len(batch) != 1:
+            raise EngineError(f"{self.name}: inputs disagree on batch size: {sorted(batch)}")
+        for n, (shape, dtype) in self._spec.items():
+            got_shape = tuple(inputs[n].shape[1:])
+            got_dtype = str(inputs[n].dtype).replace("torch.", "")
+            if got_shape != shape or got_dtype != dtype:
+                raise EngineError(f"{self.name}: input {n!r} is {got_dtype}[B,{','.join(map(str, got_shape))}]; "
+                                  f"expected {dtype}[B,{','.join(map(str, shape))}]")
+
+    # ---- what a backend writes ----
+    def _availability_problem_impl(self) -> str | None:
+        if self.device == "cuda":
+            import torch
+            if not torch.cuda.is_available():
+                return "CUDA is not available on this machine (torch.cuda.is_available() is False)"
+        return None
+
+    @abstractmethod
+    def _build_impl(self, spec: BuildSpec, workdir: Path) -> None: ...
+
+    @abstractmethod
+    def _load_impl(self, workdir: Path, spec: BuildSpec) -> None: ...
+
+    @abstractmethod
+    def _prepare_impl(self, inputs: Mapping[str, Any]) -> Any: ...
+
+    @abstractmethod
+    def _run_impl(self, prepared: Any) -> Outputs: ...
+
+    def _synchronize_impl(self) -> None:
+        if self.device == "cuda":
+            import torch
+            torch.cuda.synchronize()
+
+    def _to_host_impl(self, value: Any) -> np.ndarray:
+        return value.detach().float().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+    def _close_impl(self) -> None:
+        """Release runtime resources; default drops references."""

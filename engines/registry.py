@@ -1,0 +1,34 @@
+"""The engine registry: adding a backend is one module plus one line here."""
+from __future__ import annotations
+
+from .base import Engine
+from .onnxruntime_engine import OnnxRuntimeEngine
+from .openvino_engine import OpenVinoEngine
+from .torch_compile import TorchCompileEngine
+from .torch_eager import TorchEagerEngine
+from .torchscript import TorchScriptEngine
+
+ENGINES: dict[str, type[Engine]] = {}
+
+
+def register_engine(cls: type[Engine]) -> type[Engine]:
+    """Add ``cls`` to the registry (usable as a class decorator by out-of-tree engines)."""
+    if not getattr(cls, "name", None):
+        raise ValueError(f"{cls.__qualname__} has no 'name' class attribute")
+    if cls.name in ENGINES and ENGINES[cls.name] is not cls:
+        raise ValueError(f"engine name {cls.name!r} is already registered by {ENGINES[cls.name].__qualname__}")
+    ENGINES[cls.name] = cls
+    return cls
+
+
+def get_engine(name: str) -> type[Engine]:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise KeyError(f"unknown engine {name!r}; registered engines: {sorted(ENGINES)}") from None
+
+
+for _cls in (TorchEagerEngine, TorchScriptEngine, TorchCompileEngine, OnnxRuntimeEngine, OpenVinoEngine):
+    register_engine(_cls)
+
+BASELINE_ENGINE = TorchEagerEngine.name

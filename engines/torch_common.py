@@ -1,0 +1,45 @@
+"""Shared pieces of the PyTorch-based engines (eager, TorchScript, torch.compile)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .base import BuildSpec, Outputs
+
+TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def torch_dtype(precision: str) -> Any:
+    import torch
+    return getattr(torch, TORCH_DTYPES[precision])
+
+
+def module_for(spec: BuildSpec, precision: str, device: str) -> Any:
+    """The spec's module moved to ``device`` and cast to ``precision`` (a copy when cast)."""
+    import copy
+    module = spec.module
+    if precision != "fp32" or device != "cpu":
+        module = copy.deepcopy(module)
+    return module.to(device=device, dtype=torch_dtype(precision)).eval()
+
+
+def prepare_tensors(inputs: Mapping[str, Any], names: tuple[str, ...], precision: str,
+                    device: str) -> tuple[Any, ...]:
+    """Positional device tensors; floating inputs are cast to the engine's precision."""
+    import torch
+    dtype = torch_dtype(precision)
+    out = []
+    for n in names:
+        t = torch.as_tensor(inputs[n])
+        t = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
+        out.append(t.contiguous())
+    return tuple(out)
+
+
+def as_outputs(result: Any, names: tuple[str, ...]) -> Outputs:
+    """Name a module's tensor / tuple result by ``names``."""
+    if not isinstance(result, (tuple, list)):
+        result = (result,)
+    if len(result) != len(names):
+        raise ValueError(f"model returned {len(result)} outputs; expected {len(names)} ({list(names)})")
+    return dict(zip(names, result))

@@ -1,0 +1,40 @@
+"""PyTorch eager under ``torch.inference_mode()``: the baseline every other engine is judged by."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .base import BuildSpec, Engine, Outputs
+from .torch_common import as_outputs, module_for, prepare_tensors
+
+
+class TorchEagerEngine(Engine):
+    name: ClassVar[str] = "torch"
+    capabilities: ClassVar[Mapping[str, frozenset[str]]] = {
+        "cpu": frozenset({"fp32", "bf16"}),
+        "cuda": frozenset({"fp32", "fp16", "bf16"}),
+    }
+    # bf16 on a CPU without AVX512-BF16/AMX is emulated: 6-50x slower than fp32.
+    slow: ClassVar[frozenset[tuple[str, str]]] = frozenset({("cpu", "bf16")})
+    requires: ClassVar[tuple[str, ...]] = ("torch",)
+
+    def _build_impl(self, spec: BuildSpec, workdir: Path) -> None:
+        # Eager runs the live module: there is nothing to export. The (empty) cache entry
+        # still records the key fields, so history shows which weights were measured.
+        pass
+
+    def _load_impl(self, workdir: Path, spec: BuildSpec) -> None:
+        self._module = module_for(spec, self.precision, self.device)
+        self._names = spec.input_names
+
+    def _prepare_impl(self, inputs: Mapping[str, Any]) -> Any:
+        return prepare_tensors(inputs, self._names, self.precision, self.device)
+
+    def _run_impl(self, prepared: Any) -> Outputs:
+        import torch
+        with torch.inference_mode():
+            return as_outputs(self._module(*prepared), self._output_names)
+
+    def _close_impl(self) -> None:
+        self._module = None

@@ -1,0 +1,83 @@
+"""One latency benchmark per case: equivalence first, then per-call rounds after warm-up.
+
+pytest-benchmark times whole rounds and never synchronizes a device, so the timed callable
+is ``Engine.run``, which returns only after the device is done, with ``iterations=1`` so each
+round is one inference and the rounds give p50/p90/p99.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import time
+
+import pytest
+
+from fixtures.measure import PeakRss, latency_summary
+
+MIN_ROUNDS, MAX_ROUNDS = 10, 2000
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def plan_rounds(run, prepared, opts) -> tuple[int, int]:
+    """(rounds, warmup_rounds): rounds fill --latency-time; warm-up is ~10 % of that."""
+    for _ in range(2):
+        run(prepared)  # first calls allocate, autotune, fill caches
+    probe = []
+    for _ in range(3):
+        start = time.perf_counter()
+        run(prepared)
+        probe.append(time.perf_counter() - start)
+    if opts.latency_rounds:
+        return opts.latency_rounds, max(2, opts.latency_rounds // 10)
+    rounds = int(opts.latency_time / max(statistics.median(probe), 1e-6))
+    rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, rounds))
+    return rounds, max(3, rounds // 10)
+
+
+def test_latency(case, run_session, matrix_options, benchmark):
+    loaded = run_session.engine(case)
+    engine = loaded.engine
+    report = run_session.equivalence(case)
+    if not report.passed:
+        pytest.fail(f"not timed: outputs differ from the baseline\n{report.render()}", pytrace=False)
+    prepared = engine.prepare(run_session.inputs(case))
+    benchmark.group = f"{case.model}-bs{case.batch_size}-{case.device}"
+    rounds, warmup = plan_rounds(engine.run, prepared, matrix_options)
+    gpu = case.device == "cuda"
+    if gpu:
+        import torch
+        torch.cuda.reset_peak_memory_stats()
+    rss = PeakRss()
+    gc.collect()
+    with rss.measure():
+        benchmark.pedantic(engine.run, args=(prepared,), rounds=rounds, warmup_rounds=warmup, iterations=1)
+    if benchmark.disabled:  # --benchmark-disable: ran once as a smoke test, nothing to record
+        return
+    samples = list(benchmark.stats.stats.data)
+    assert len(samples) == rounds, f"expected {rounds} samples, pytest-benchmark kept {len(samples)}"
+    summary = latency_summary(samples, case.batch_size)
+    flops = run_session.flops(case)
+    info = {
+        "model": case.model, "engine": case.engine, "precision": case.precision,
+        "batch_size": case.batch_size, "device": case.device, **summary,
+        "rounds": rounds, "warmup_rounds": warmup,
+        "peak_rss_bytes": rss.bytes, "peak_rss_scope": rss.scope,
+        "artifact_bytes": loaded.entry.artifact_bytes, "build_seconds": loaded.entry.build_seconds,
+        "built_this_run": loaded.entry.built,
+        "equivalence": report.status, "equivalence_row": report.row,
+        "cosine_min": min(o.cosine for o in report.outputs),
+        # JSON has no Infinity: an exact match (no noise at all) is recorded as null
+        "sqnr_db_min": _finite(min(o.sqnr_db for o in report.outputs)),
+        "flops": flops, "gflops_per_s": (flops / summary["p50_s"] / 1e9) if flops else None,
+    }
+    if getattr(engine, "compile_seconds", None) is not None:
+        info["compile_seconds_warm"] = engine.compile_seconds
+        info["compile_seconds_cold"] = engine.cold_compile_seconds
+    if gpu:
+        import torch
+        info["gpu_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
+    benchmark.extra_info.update(info)
