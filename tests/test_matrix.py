@@ -1,0 +1,94 @@
+"""Matrix generation and filtering, from the registries and the options."""
+from __future__ import annotations
+
+import pytest
+
+from engines import ENGINES
+from fixtures.matrix import plan_cases
+from fixtures.options import MatrixOptions
+
+
+def opts(explicit=(), **kw) -> MatrixOptions:
+    base = dict(models=("tiny-cnn",), engines=("torch", "onnxruntime"), precisions=("fp32", "int8"),
+                batch_sizes=(1, 8), devices=("cpu",), explicit=frozenset(explicit),
+                overhead_model="tiny-cnn", latency_time=1.0, latency_rounds=None)
+    base.update(kw)
+    return MatrixOptions(**base)
+
+
+def ids(planned) -> list[str]:
+    return [p.case.id for p in planned]
+
+
+def test_default_matrix_omits_impossible_combinations():
+    planned = plan_cases(opts())
+    assert ids(planned) == [
+        "tiny-cnn-torch-fp32-bs1-cpu", "tiny-cnn-torch-fp32-bs8-cpu",
+        "tiny-cnn-onnxruntime-fp32-bs1-cpu", "tiny-cnn-onnxruntime-fp32-bs8-cpu",
+        "tiny-cnn-onnxruntime-int8-bs1-cpu", "tiny-cnn-onnxruntime-int8-bs8-cpu",
+    ]
+    assert all(p.skip_reason is None for p in planned)
+
+
+def test_explicit_impossible_precision_is_a_skip_with_the_reason():
+    planned = plan_cases(opts(precisions=("fp16",), explicit={"precisions"}, batch_sizes=(1,)))
+    reasons = {p.case.engine: p.skip_reason for p in planned}
+    assert "onnxruntime does not support 'fp16' on cpu" in reasons["onnxruntime"]
+    assert "['fp32', 'int8']" in reasons["onnxruntime"]
+
+
+def test_explicit_device_an_engine_lacks_is_a_skip():
+    planned = plan_cases(opts(engines=("openvino",), devices=("cuda",), explicit={"devices"},
+                              precisions=("fp32",), batch_sizes=(1,)))
+    assert len(planned) == 1
+    assert "openvino does not run on 'cuda'" in planned[0].skip_reason
+
+
+def test_cuda_without_a_gpu_skips(monkeypatch):
+    monkeypatch.setattr("fixtures.matrix.cuda_available", lambda: False)
+    planned = plan_cases(opts(devices=("cuda",), explicit={"devices"}, precisions=("fp32",), batch_sizes=(1,)))
+    assert planned and all("CUDA is not available" in p.skip_reason for p in planned)
+
+
+def test_slow_combinations_need_an_explicit_precision():
+    assert "bf16" not in " ".join(ids(plan_cases(opts(precisions=("fp32", "bf16")))))
+    planned = plan_cases(opts(precisions=("bf16",), explicit={"precisions"}, batch_sizes=(1,)))
+    torch_bf16 = [p for p in planned if p.case.engine == "torch"]
+    assert torch_bf16 and torch_bf16[0].slow and torch_bf16[0].skip_reason is None
+
+
+def test_missing_dependency_is_a_skip_naming_the_package(monkeypatch):
+    cls = ENGINES["onnxruntime"]
+    monkeypatch.setattr(cls, "requires", ("torch", "definitely_not_installed_pkg"))
+    planned = plan_cases(opts(engines=("onnxruntime",), explicit={"engines"}, batch_sizes=(1,)))
+    assert planned and all("definitely_not_installed_pkg" in p.skip_reason for p in planned)
+
+
+def test_marks_follow_device_engine_and_slowness():
+    planned = plan_cases(opts(precisions=("bf16",), explicit={"precisions"}, batch_sizes=(1,)))
+    marks = {m.name for m in planned[0].param().marks}
+    assert {"cpu", "torch", "slow"} <= marks
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", "resnet51"], "unknown value(s) 'resnet51'; valid values:"),
+    (["--engines", "tensorrtx"], "valid values: onnxruntime, openvino, torch, torch_compile, torchscript"),
+    (["--precisions", "fp64"], "valid values: fp32, fp16, bf16, int8"),
+    (["--batch-sizes", "0"], "'0' is not a positive integer"),
+    (["--devices", "tpu"], "valid values: cpu, cuda"),
+    (["--latency-time", "-1"], "expected a positive number of seconds"),
+])
+def test_unknown_option_values_are_usage_errors(pytester, args, message, repo_root):
+    result = pytester.runpytest_subprocess(str(repo_root / "perf_tests"), "--collect-only", "-q", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()
+
+
+def test_collected_ids_and_narrowing(pytester, repo_root):
+    result = pytester.runpytest_subprocess(
+        str(repo_root / "perf_tests" / "test_latency.py"), "--collect-only", "-q",
+        "--models", "tiny-cnn", "--engines", "onnxruntime,torch", "--batch-sizes", "4",
+        "-k", "int8 or torch-fp32")
+    result.stdout.fnmatch_lines(["*test_latency[[]tiny-cnn-onnxruntime-int8-bs4-cpu[]]",
+                                 "*test_latency[[]tiny-cnn-torch-fp32-bs4-cpu[]]",
+                                 "*2/3 tests collected*"])

@@ -1,0 +1,68 @@
+"""The plugin end to end, in a subprocess: benchmarks, saved JSON, cache summary, xdist."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+FIELDS = {"model", "engine", "precision", "batch_size", "device", "p50_s", "p90_s", "p99_s",
+          "throughput_items_per_s", "peak_rss_bytes", "artifact_bytes", "build_seconds",
+          "equivalence", "flops", "gflops_per_s"}
+
+
+def run(pytester, repo_root, cache, *args):
+    return pytester.runpytest_subprocess(
+        str(repo_root / "perf_tests" / "test_latency.py"), "--models", "tiny-cnn",
+        "--engines", "torch,onnxruntime", "--batch-sizes", "2", "--latency-rounds", "7",
+        "--engine-cache", str(cache), "-p", "no:cacheprovider", *args)
+
+
+def test_latency_benchmarks_record_extra_info_and_a_warm_run_builds_nothing(pytester, repo_root, tmp_path):
+    cache = tmp_path / "cache"
+    first = run(pytester, repo_root, cache, "--benchmark-json", str(tmp_path / "a.json"))
+    assert first.ret == 0, first.stdout.str()
+    first.stdout.fnmatch_lines(["*engines: 3 built (*s), 0 from cache*", "*3 passed*"])
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert len(data["benchmarks"]) == 3
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        assert FIELDS <= set(info), FIELDS - set(info)
+        assert info["equivalence"] == "pass"
+        assert info["p50_s"] <= info["p90_s"] <= info["p99_s"]
+        assert info["rounds"] == 7 and bench["stats"]["rounds"] == 7
+        assert bench["group"] == "tiny-cnn-bs2-cpu"
+    libs = data["machine_info"]["infermatrix"]["libraries"]
+    assert {"torch", "onnxruntime", "onnx"} <= set(libs)
+    second = run(pytester, repo_root, cache)
+    assert second.ret == 0
+    second.stdout.fnmatch_lines(["*engines: 0 built (0.0 s), 3 from cache*"])
+
+
+def test_equivalence_under_xdist_builds_each_engine_once(pytester, repo_root, tmp_path):
+    result = pytester.runpytest_subprocess(
+        str(repo_root / "perf_tests" / "test_equivalence.py"), "-n", "2", "--models", "tiny-cnn",
+        "--engines", "torch,onnxruntime", "--batch-sizes", "1,2", "--engine-cache", str(tmp_path / "c"),
+        "-p", "no:cacheprovider")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*6 passed*"])
+    # 3 engines (torch, onnxruntime fp32, int8), each built once across both workers
+    dirs = [p for p in (tmp_path / "c").glob("*/*") if p.is_dir() and not p.name.startswith(".")]
+    assert len(dirs) == 3
+    out = result.stdout.str()
+    built = int(out.split("engines: ")[1].split(" built")[0])
+    assert built == 3
+
+
+@pytest.mark.parametrize("env_or_flag", ["env", "flag"])
+def test_cache_location_and_clear(pytester, repo_root, tmp_path, monkeypatch, env_or_flag):
+    cache = tmp_path / "elsewhere"
+    (cache / "stale-engine").mkdir(parents=True)
+    args = ["--engine-cache-clear", "--collect-only", "-q"]
+    if env_or_flag == "env":
+        monkeypatch.setenv("INFERMATRIX_CACHE", str(cache))
+    else:
+        args += ["--engine-cache", str(cache)]
+    result = pytester.runpytest_subprocess(str(repo_root / "perf_tests" / "test_equivalence.py"), *args)
+    assert result.ret == 0
+    assert not (cache / "stale-engine").exists()
+    assert cache.is_dir() and not any(cache.iterdir())

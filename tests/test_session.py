@@ -1,0 +1,122 @@
+"""The run session: build-once-then-cache, export failures, corrupt entries, measurements."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fixtures.cache import STAGE_PREFIX, CorruptEntryWarning, EngineCache
+from fixtures.matrix import Case
+from fixtures.measure import PeakRss, latency_summary, percentile
+from fixtures.models import MODELS, ModelSpec, register_checkpoint, register_model
+from fixtures.session import RunSession
+from fixtures.zoo import IMAGE, image_inputs
+
+
+class RefusesExport(torch.nn.Module):
+    """Runs eagerly, but raises under every exporter (as an unsupported op would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * 8 * 8, 4)
+
+    def forward(self, x):
+        if torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.compiler.is_compiling():
+            raise RuntimeError("custom op has no export support")
+        return self.fc(x.flatten(1))
+
+
+if "refuses-export" not in MODELS:
+    register_model(ModelSpec("refuses-export", RefusesExport, image_inputs(8), IMAGE))
+
+
+@pytest.fixture
+def session(tmp_path):
+    s = RunSession(EngineCache(tmp_path / "cache"))
+    yield s
+    s.close()
+
+
+def test_second_session_takes_every_engine_from_the_cache(tmp_path):
+    case = Case("tiny-cnn", "onnxruntime", "int8", 1, "cpu")
+    first = RunSession(EngineCache(tmp_path / "cache"))
+    assert first.equivalence(case).passed
+    assert first.stats.built == 2 and first.stats.cached == 0  # the baseline and the int8 engine
+    first.close()
+    second = RunSession(EngineCache(tmp_path / "cache"))
+    report = second.equivalence(case)
+    assert report.passed and second.stats.built == 0 and second.stats.cached == 2
+    assert report.outputs[0].sqnr_db > 20
+    second.close()
+
+
+def test_export_failure_is_a_clear_error_and_leaves_no_artifact(session):
+    case = Case("refuses-export", "onnxruntime", "fp32", 1, "cpu")
+    with pytest.raises(RuntimeError, match=r"building refuses-export-onnxruntime-fp32-bs1-cpu failed: .*every exporter"):
+        session.engine(case)
+    engine_dir = session.cache.root / "onnxruntime"
+    assert not [p for p in engine_dir.iterdir() if p.is_dir()], "a failed build left a directory"
+
+
+def test_corrupt_onnx_artifact_is_rebuilt_and_still_equivalent(tmp_path):
+    case = Case("tiny-cnn", "onnxruntime", "fp32", 1, "cpu")
+    first = RunSession(EngineCache(tmp_path / "cache"))
+    assert first.equivalence(case).passed
+    path = first.engine(case).entry.path
+    first.close()
+    onnx_file = path / "model.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[: onnx_file.stat().st_size // 2])
+    second = RunSession(EngineCache(tmp_path / "cache"))
+    with pytest.warns(CorruptEntryWarning, match="model.onnx is .* bytes; meta says"):
+        assert second.equivalence(case).passed
+    assert second.stats.built == 1
+    assert not list((tmp_path / "cache" / "onnxruntime").glob(STAGE_PREFIX + "*"))
+    second.close()
+
+
+def test_missing_engine_package_skips_with_the_reason(session, monkeypatch):
+    from engines import ENGINES
+    monkeypatch.setattr(ENGINES["openvino"], "requires", ("torch", "openvino_not_here"))
+    with pytest.raises(pytest.skip.Exception, match="openvino needs \\['openvino_not_here'\\]"):
+        session.engine(Case("tiny-cnn", "openvino", "fp32", 1, "cpu"))
+
+
+def test_user_checkpoint_is_loaded_from_a_local_path(tmp_path, session):
+    from safetensors.torch import save_file
+    module = MODELS["tiny-cnn"].build_module()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.5)
+    ckpt = tmp_path / "mine.safetensors"
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(ckpt))
+    name = f"mine-{tmp_path.name}"
+    spec = register_checkpoint(name, "tiny-cnn", ckpt)
+    loaded = spec.build_module()
+    torch.testing.assert_close(loaded.state_dict(), module.state_dict())
+    assert session.equivalence(Case(name, "onnxruntime", "fp32", 1, "cpu")).passed
+    with pytest.raises(FileNotFoundError, match="not found"):
+        register_checkpoint("nope", "tiny-cnn", tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    save_file({"unrelated.weight": torch.zeros(2)}, str(bad))
+    with pytest.raises(ValueError, match="does not fit 'tiny-cnn'"):
+        register_checkpoint(f"bad-{tmp_path.name}", "tiny-cnn", bad).build_module()
+
+
+def test_percentiles_match_numpy():
+    rng = np.random.default_rng(0)
+    xs = list(rng.exponential(size=101))
+    for q in (0, 50, 90, 99, 100):
+        assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
+    s = latency_summary([0.01, 0.02, 0.03], batch_size=8)
+    assert s["p50_s"] == 0.02 and s["throughput_items_per_s"] == pytest.approx(400.0)
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_peak_rss_sees_an_allocation_inside_the_block():
+    rss = PeakRss()
+    with rss.measure():
+        block = np.ones(64 * 1024 * 1024, dtype=np.uint8)  # 64 MiB, touched
+        block[::4096] = 2
+    del block
+    assert rss.bytes > 64 * 1024 * 1024
