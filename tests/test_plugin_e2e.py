@@ -10,6 +10,14 @@ FIELDS = {"model", "engine", "precision", "batch_size", "device", "p50_s", "p90_
           "equivalence", "flops", "gflops_per_s"}
 
 
+@pytest.fixture(autouse=True)
+def not_an_xdist_worker(monkeypatch):
+    """The subprocess is a plain pytest run even when this test runs in an xdist worker
+    (pytest-benchmark disables itself when it sees PYTEST_XDIST_WORKER)."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+
+
 def run(pytester, repo_root, cache, *args):
     return pytester.runpytest_subprocess(
         str(repo_root / "perf_tests" / "test_latency.py"), "--models", "tiny-cnn",
