@@ -204,6 +204,11 @@ class Engine(ABC):
         return {n: np.array(self._to_host_impl(outputs[n]), dtype=np.float32, copy=True)
                 for n in self._output_names}
 
+    def details(self) -> dict[str, Any]:
+        """Engine-specific facts for a benchmark's extra_info (exporter, compile times ...)."""
+        self._check_loaded("details")
+        return dict(self._details_impl())
+
     def close(self) -> None:
         if not self._closed:
             self._close_impl()
@@ -263,6 +268,9 @@ class Engine(ABC):
 
     def _to_host_impl(self, value: Any) -> np.ndarray:
         return value.detach().float().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+    def _details_impl(self) -> Mapping[str, Any]:
+        return {}
 
     def _close_impl(self) -> None:
         """Release runtime resources; default drops references."""

@@ -169,6 +169,5 @@ class OnnxRuntimeEngine(Engine):
     def _close_impl(self) -> None:
         self._sess = None
 
-    @property
-    def build_record(self) -> dict:
-        return dict(self._record)
+    def _details_impl(self) -> Mapping[str, Any]:
+        return {f"onnx_{k}": v for k, v in self._record.items()}

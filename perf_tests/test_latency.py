@@ -74,9 +74,7 @@ def test_latency(case, run_session, matrix_options, benchmark):
         "sqnr_db_min": _finite(min(o.sqnr_db for o in report.outputs)),
         "flops": flops, "gflops_per_s": (flops / summary["p50_s"] / 1e9) if flops else None,
     }
-    if getattr(engine, "compile_seconds", None) is not None:
-        info["compile_seconds_warm"] = engine.compile_seconds
-        info["compile_seconds_cold"] = engine.cold_compile_seconds
+    info.update(engine.details())
     if gpu:
         import torch
         info["gpu_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
