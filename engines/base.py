@@ -96,12 +96,17 @@ class Engine(ABC):
     #: printed once in the run summary when the engine was used
     notice: ClassVar[str | None] = None
 
-    def __init__(self, precision: str, device: str) -> None:
+    def __init__(self, precision: str, device: str, threads: int | None = None) -> None:
         why = self.unsupported_reason(device, precision)
         if why:
             raise EngineError(why)
+        if threads is not None and threads < 1:
+            raise EngineError(f"threads={threads}; expected a positive count or None (the runtime's default)")
         self.precision = precision
         self.device = device
+        #: intra-op threads for runtimes configured per session (ONNX Runtime, OpenVINO);
+        #: PyTorch's pool is process-wide and set by the caller (torch.set_num_threads)
+        self.threads = threads
         self._spec: dict[str, tuple[tuple[int, ...], str]] | None = None
         self._output_names: tuple[str, ...] = ()
         self._loaded = False

@@ -125,6 +125,7 @@ class OnnxRuntimeEngine(Engine):
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        opts.intra_op_num_threads = self.threads or 0  # 0: ONNX Runtime's default
         if optimized_to is not None:
             opts.optimized_model_filepath = str(optimized_to)
         return ort.InferenceSession(str(model), sess_options=opts, providers=[PROVIDERS[self.device]])

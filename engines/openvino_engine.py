@@ -39,6 +39,8 @@ class OpenVinoEngine(Engine):
         import openvino as ov
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY"}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
         self._compiled = core.compile_model(str(workdir / ARTIFACT), OV_DEVICES[self.device], config)
         self._names = spec.input_names
 

@@ -1,0 +1,120 @@
+"""The statistical regression gate (DESIGN.md section 6).
+
+A case regresses only when its slowdown is both significant (one-sided Mann-Whitney U on
+the raw per-round samples, p < alpha) and larger than the metric's threshold. Without raw
+samples (runs saved without --benchmark-save-data) the gate falls back to the thresholds
+alone and says so.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+from scipy.stats import mannwhitneyu
+
+from .history import InputError
+
+METRICS = ("median", "p99", "throughput")
+DEFAULT_THRESHOLDS = {"median": 0.10}
+VERDICTS = ("slower", "faster", "unchanged", "new", "missing")
+_THRESHOLD = re.compile(r"^\s*(median|p99|throughput)\s*=\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
+
+
+def parse_thresholds(text: str) -> dict[str, float]:
+    """``median=10%,p99=15%`` -> {"median": 0.10, "p99": 0.15}; decimals allowed."""
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        m = _THRESHOLD.match(part)
+        if not m:
+            raise InputError(f"threshold {part.strip()!r} does not parse; expected METRIC=N% with METRIC in "
+                             f"{', '.join(METRICS)} (e.g. median=10%,p99=12.5%)")
+        out[m.group(1)] = float(m.group(2)) / 100.0
+    return out
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: str
+    verdict: str
+    base_median: float | None = None
+    new_median: float | None = None
+    change: dict[str, float] | None = None     # metric -> relative change (+ = worse)
+    p_slower: float | None = None
+    p_faster: float | None = None
+    reasons: tuple[str, ...] = ()
+    tested: bool = False                        # False: threshold-only (no raw samples)
+
+
+def _relative_changes(base: pd.Series, new: pd.Series) -> dict[str, float]:
+    """Relative change per metric, oriented so that positive means worse."""
+    out = {"median": new["median_s"] / base["median_s"] - 1.0}
+    if _num(base["p99_s"]) and _num(new["p99_s"]):
+        out["p99"] = new["p99_s"] / base["p99_s"] - 1.0
+    if _num(base["throughput"]) and _num(new["throughput"]):
+        out["throughput"] = base["throughput"] / new["throughput"] - 1.0
+    return out
+
+
+def _num(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x)) and x > 0
+
+
+def compare_case(case: str, base: pd.Series, new: pd.Series, thresholds: dict[str, float],
+                 alpha: float) -> CaseResult:
+    change = _relative_changes(base, new)
+    a, b = base["samples"], new["samples"]
+    tested = isinstance(a, list) and isinstance(b, list) and len(a) >= 3 and len(b) >= 3
+    p_slower = p_faster = None
+    if tested:
+        p_slower = float(mannwhitneyu(b, a, alternative="greater").pvalue)
+        p_faster = float(mannwhitneyu(b, a, alternative="less").pvalue)
+    slower = [f"{m} +{change[m]:.1%} > {t:.1%}" for m, t in thresholds.items()
+              if m in change and change[m] > t and (not tested or p_slower < alpha)]
+    faster = [f"{m} {change[m]:.1%}" for m, t in thresholds.items()
+              if m in change and change[m] < -t and (not tested or p_faster < alpha)]
+    verdict = "slower" if slower else "faster" if faster else "unchanged"
+    return CaseResult(case, verdict, float(base["median_s"]), float(new["median_s"]), change,
+                      p_slower, p_faster, tuple(slower or faster), tested)
+
+
+def compare_frames(base: pd.DataFrame, new: pd.DataFrame, thresholds: dict[str, float],
+                   alpha: float) -> list[CaseResult]:
+    """Every case of either side classified; ``base``/``new`` are indexed by case."""
+    if not 0.0 < alpha < 1.0:
+        raise InputError(f"--alpha {alpha}: expected a probability in (0, 1)")
+    results = []
+    for case in sorted(set(base.index) | set(new.index)):
+        if case not in base.index:
+            results.append(CaseResult(case, "new", new_median=float(new.loc[case, "median_s"])))
+        elif case not in new.index:
+            results.append(CaseResult(case, "missing", base_median=float(base.loc[case, "median_s"])))
+        else:
+            results.append(compare_case(case, base.loc[case], new.loc[case], thresholds, alpha))
+    return results
+
+
+def to_markdown(results: list[CaseResult], thresholds: dict[str, float], alpha: float,
+                base_name: str, new_name: str) -> str:
+    counts = {v: sum(r.verdict == v for r in results) for v in VERDICTS}
+    icon = {"slower": "🔴 slower", "faster": "🟢 faster", "unchanged": "unchanged", "new": "new", "missing": "missing"}
+    lines = [f"### infermatrix compare: `{base_name}` → `{new_name}`", "",
+             f"Gate: Mann-Whitney U (one-sided, alpha={alpha}) on per-round samples **and** thresholds "
+             + ", ".join(f"{m} {t:.1%}" for m, t in thresholds.items()) + ".", "",
+             " · ".join(f"{counts[v]} {v}" for v in VERDICTS), "",
+             "| case | verdict | base median | new median | Δ median | Δ p99 | p (slower) | why |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    order = {v: i for i, v in enumerate(VERDICTS)}
+    for r in sorted(results, key=lambda r: (order[r.verdict], r.case)):
+        ch = r.change or {}
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            r.case, icon[r.verdict], _ms(r.base_median), _ms(r.new_median),
+            f"{ch['median']:+.1%}" if "median" in ch else "", f"{ch['p99']:+.1%}" if "p99" in ch else "",
+            f"{r.p_slower:.2g}" if r.p_slower is not None else ("n/a (no samples)" if r.change else ""),
+            "; ".join(r.reasons)))
+    return "\n".join(lines) + "\n"
+
+
+def _ms(x: float | None) -> str:
+    return "" if x is None else f"{x * 1e3:.3f} ms"

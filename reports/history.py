@@ -1,0 +1,101 @@
+"""Load saved pytest-benchmark runs (a storage dir, single JSON files, many machines)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .hardware import hardware_id
+
+CASE_FIELDS = ("model", "engine", "precision", "batch_size", "device")
+
+
+class InputError(Exception):
+    """A run that cannot be read or used; the CLI turns it into exit code 2."""
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    datetime: str
+    machine: str               # hardware fingerprint: CPU model (+ GPU name)
+    data: dict[str, Any]
+
+
+def run_files(paths: list[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise InputError(f"{p}: no such file or directory")
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*.json") if f.is_file())
+            if not found:
+                raise InputError(f"{p}: no saved runs (*.json) under this directory")
+            files += found
+        else:
+            files.append(p)
+    return files
+
+
+def load_run(path: Path) -> Run:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON (truncated or malformed?): {exc}") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise InputError(f"{path}: not a pytest-benchmark run (no 'benchmarks' list)")
+    return Run(path, str(data.get("datetime", "")), hardware_id(data.get("machine_info") or {}), data)
+
+
+def is_latency(bench: dict[str, Any]) -> bool:
+    """A matrix latency benchmark (test_latency) carrying every case field."""
+    info = bench.get("extra_info") or {}
+    return str(bench.get("name", "")).startswith("test_latency[") and all(k in info for k in CASE_FIELDS)
+
+
+def case_id(bench: dict[str, Any]) -> str:
+    """``resnet50-onnxruntime-int8-bs8-cpu`` for latency benchmarks, else the test's fullname."""
+    info = bench.get("extra_info") or {}
+    if is_latency(bench):
+        return "{model}-{engine}-{precision}-bs{batch_size}-{device}".format(**info)
+    return str(bench.get("fullname") or bench.get("name"))
+
+
+def load_frame(paths: list[str | Path]) -> pd.DataFrame:
+    """One row per (run, benchmark); ``samples`` holds the raw per-round seconds or None."""
+    rows = []
+    for path in run_files(paths):
+        run = load_run(path)
+        for bench in run.data["benchmarks"]:
+            stats, info = bench.get("stats") or {}, bench.get("extra_info") or {}
+            if "median" not in stats:
+                raise InputError(f"{path}: benchmark {bench.get('name')!r} has no stats.median")
+            rows.append({
+                "run": path.name, "path": str(path), "datetime": run.datetime, "machine": run.machine,
+                "case": case_id(bench), "name": bench.get("name"), "group": bench.get("group"),
+                "is_latency": is_latency(bench),
+                **{k: info.get(k) for k in CASE_FIELDS},
+                "median_s": stats["median"], "mean_s": stats.get("mean"), "rounds": stats.get("rounds"),
+                "p50_s": info.get("p50_s", stats["median"]), "p90_s": info.get("p90_s"),
+                "p99_s": info.get("p99_s", stats.get("max")),
+                "throughput": info.get("throughput_items_per_s"),
+                "peak_rss_bytes": info.get("peak_rss_bytes"),
+                "gpu_max_allocated_bytes": info.get("gpu_max_allocated_bytes"),
+                "artifact_bytes": info.get("artifact_bytes"), "equivalence": info.get("equivalence"),
+                "samples": stats.get("data"),
+            })
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        raise InputError(f"no benchmarks in {', '.join(map(str, paths))}")
+    return frame.sort_values(["datetime", "run"], kind="stable").reset_index(drop=True)
+
+
+def latest_per_case(frame: pd.DataFrame) -> pd.DataFrame:
+    """The most recent row for each case (runs ordered by their datetime)."""
+    return frame.groupby("case", sort=True).tail(1).set_index("case")

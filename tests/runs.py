@@ -1,0 +1,36 @@
+"""Constructing pytest-benchmark JSON runs for the reports/ tests (no benchmark is run)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def bench(model="tiny-cnn", engine="torch", precision="fp32", bs=1, device="cpu", samples=None,
+          median=1e-3, seed=0, save_data=True) -> dict:
+    if samples is None:
+        samples = list(np.random.default_rng(seed).normal(median, median * 0.02, 200).clip(median * 0.5))
+    s = sorted(samples)
+    case = f"{model}-{engine}-{precision}-bs{bs}-{device}"
+    p = lambda q: float(np.percentile(s, q))  # noqa: E731
+    stats = {"min": s[0], "max": s[-1], "mean": float(np.mean(s)), "median": p(50), "rounds": len(s),
+             "stddev": float(np.std(s)), "iqr": p(75) - p(25), "q1": p(25), "q3": p(75)}
+    if save_data:
+        stats["data"] = [float(x) for x in samples]
+    return {"group": f"{model}-bs{bs}-{device}", "name": f"test_latency[{case}]",
+            "fullname": f"perf_tests/test_latency.py::test_latency[{case}]", "params": {"case": case},
+            "param": case, "stats": stats,
+            "extra_info": {"model": model, "engine": engine, "precision": precision, "batch_size": bs,
+                           "device": device, "p50_s": p(50), "p90_s": p(90), "p99_s": p(99),
+                           "throughput_items_per_s": bs / p(50), "peak_rss_bytes": 2 ** 30,
+                           "artifact_bytes": 0 if engine == "torch" else 2 ** 20, "equivalence": "pass"}}
+
+
+def write_run(path: Path, benchmarks: list[dict], cpu="AMD EPYC", gpu=None, when="2026-11-25T00:00:00") -> Path:
+    machine = {"node": "n", "processor": "x86_64", "cpu": {"brand_raw": cpu},
+               "infermatrix": {"cpu_model": cpu, "gpu": {"name": gpu} if gpu else None}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine_info": machine, "commit_info": {}, "benchmarks": benchmarks,
+                                "datetime": when, "version": "5.3.1"}))
+    return path
