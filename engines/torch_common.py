@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .base import BuildSpec, Outputs
+from .base import BuildSpec, Engine, Outputs
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -43,3 +43,25 @@ def as_outputs(result: Any, names: tuple[str, ...]) -> Outputs:
     if len(result) != len(names):
         raise ValueError(f"model returned {len(result)} outputs; expected {len(names)} ({list(names)})")
     return dict(zip(names, result))
+
+
+class TorchModuleEngine(Engine):
+    """Shared run path of the engines that call a torch module (eager, TorchScript, compiled).
+
+    A subclass's ``_load_impl`` sets ``self._module`` (callable on positional device tensors)
+    and ``self._names`` (the input order).
+    """
+
+    _module: Any = None
+    _names: tuple[str, ...] = ()
+
+    def _prepare_impl(self, inputs: Mapping[str, Any]) -> Any:
+        return prepare_tensors(inputs, self._names, self.precision, self.device)
+
+    def _run_impl(self, prepared: Any) -> Outputs:
+        import torch
+        with torch.inference_mode():
+            return as_outputs(self._module(*prepared), self._output_names)
+
+    def _close_impl(self) -> None:
+        self._module = None

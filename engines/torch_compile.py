@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import BuildSpec, Engine, Outputs
-from .torch_common import as_outputs, module_for, prepare_tensors
+from .base import BuildSpec
+from .torch_common import TorchModuleEngine, module_for, prepare_tensors
 
 RECORD = "compile.json"
 
 
-class TorchCompileEngine(Engine):
+class TorchCompileEngine(TorchModuleEngine):
     name: ClassVar[str] = "torch_compile"
     capabilities: ClassVar[Mapping[str, frozenset[str]]] = {
         "cpu": frozenset({"fp32", "bf16"}),
@@ -55,18 +55,7 @@ class TorchCompileEngine(Engine):
         self._cold_compile_s = json.loads((workdir / RECORD).read_text())["cold_compile_s"]
         self._names = spec.input_names
 
-    def _prepare_impl(self, inputs: Mapping[str, Any]) -> Any:
-        return prepare_tensors(inputs, self._names, self.precision, self.device)
-
-    def _run_impl(self, prepared: Any) -> Outputs:
-        import torch
-        with torch.inference_mode():
-            return as_outputs(self._module(*prepared), self._output_names)
-
     def _details_impl(self) -> Mapping[str, Any]:
         # cold: first compile with an empty inductor cache; warm: the recompile at load
         # against inductor's cache (None when this process built it moments ago)
         return {"compile_seconds_cold": self._cold_compile_s, "compile_seconds_warm": self._warm_compile_s}
-
-    def _close_impl(self) -> None:
-        self._module = None

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from .base import BuildSpec, Engine, Outputs
-from .torch_common import as_outputs, module_for, prepare_tensors
+from .base import BuildSpec
+from .torch_common import TorchModuleEngine, module_for
 
 
-class TorchEagerEngine(Engine):
+class TorchEagerEngine(TorchModuleEngine):
     name: ClassVar[str] = "torch"
     capabilities: ClassVar[Mapping[str, frozenset[str]]] = {
         "cpu": frozenset({"fp32", "bf16"}),
@@ -27,14 +27,3 @@ class TorchEagerEngine(Engine):
     def _load_impl(self, workdir: Path, spec: BuildSpec) -> None:
         self._module = module_for(spec, self.precision, self.device)
         self._names = spec.input_names
-
-    def _prepare_impl(self, inputs: Mapping[str, Any]) -> Any:
-        return prepare_tensors(inputs, self._names, self.precision, self.device)
-
-    def _run_impl(self, prepared: Any) -> Outputs:
-        import torch
-        with torch.inference_mode():
-            return as_outputs(self._module(*prepared), self._output_names)
-
-    def _close_impl(self) -> None:
-        self._module = None

@@ -9,15 +9,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from .base import BuildSpec, Engine, Outputs
-from .torch_common import as_outputs, module_for, prepare_tensors
+from .base import BuildSpec
+from .torch_common import TorchModuleEngine, module_for, prepare_tensors
 
 ARTIFACT = "model.ts"
 
 
-class TorchScriptEngine(Engine):
+class TorchScriptEngine(TorchModuleEngine):
     name: ClassVar[str] = "torchscript"
     capabilities: ClassVar[Mapping[str, frozenset[str]]] = {
         "cpu": frozenset({"fp32"}),
@@ -46,14 +46,3 @@ class TorchScriptEngine(Engine):
             frozen = torch.jit.load(str(workdir / ARTIFACT), map_location=self.device)
             self._module = torch.jit.optimize_for_inference(frozen)
         self._names = spec.input_names
-
-    def _prepare_impl(self, inputs: Mapping[str, Any]) -> Any:
-        return prepare_tensors(inputs, self._names, self.precision, self.device)
-
-    def _run_impl(self, prepared: Any) -> Outputs:
-        import torch
-        with torch.inference_mode():
-            return as_outputs(self._module(*prepared), self._output_names)
-
-    def _close_impl(self) -> None:
-        self._module = None

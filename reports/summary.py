@@ -9,12 +9,14 @@ from .charts import speedup_table
 def summary_markdown(latest: pd.DataFrame, runs: list[str], charts: list[str]) -> str:
     table = speedup_table(latest)
     lines = ["# infermatrix summary", "", f"Runs read: {len(runs)} (latest: `{runs[-1]}`)", ""]
-    lines += ["## Best engine per model", "", "| model | device | batch | best (passing equivalence) | p50 | speedup vs eager fp32 |",
+    lines += ["## Best engine per model", "",
+              "| model | device | batch | best (passing equivalence) | p50 | speedup vs eager fp32 |",
               "|---|---|---:|---|---:|---:|"]
     passing = table[table["equivalence"] == "pass"]
     for (model, device, bs), sub in passing.groupby(["model", "device", "batch_size"]):
         best = sub.loc[sub["p50_s"].idxmin()]
-        lines.append(f"| {model} | {device} | {bs} | {best['engine']} {best['precision']} | {best['p50_s'] * 1e3:.3f} ms | {best['speedup']:.2f}× |")
+        lines.append(f"| {model} | {device} | {bs} | {best['engine']} {best['precision']} | "
+                     f"{best['p50_s'] * 1e3:.3f} ms | {best['speedup']:.2f}× |")
     lines += ["", "## All cases", "", "| case | p50 | p99 | throughput | speedup | equivalence |",
               "|---|---:|---:|---:|---:|---|"]
     for case, row in table.sort_values(["model", "device", "batch_size", "engine", "precision"]).iterrows():
