@@ -147,6 +147,12 @@ class Engine(ABC):
             out[mod] = str(getattr(importlib.import_module(mod), "__version__", "unknown"))
         return out
 
+    @classmethod
+    def build_recipe(cls) -> dict[str, Any]:
+        """Class-level settings that shape the artifact; part of the cache key, so changing
+        how an engine builds invalidates what it built before."""
+        return {}
+
     def availability_problem(self) -> str | None:
         """Why this engine cannot run here right now (None when it can)."""
         missing = self.missing_requirements()

@@ -68,6 +68,7 @@ def throughput_vs_batch(latest: pd.DataFrame, out: Path) -> Path:
         for variant, sub in df.sort_values("batch_size").groupby("variant"):
             ax.plot(sub["batch_size"], sub["throughput"], marker="o", label=variant)
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(df["batch_size"].unique()), [str(b) for b in sorted(df["batch_size"].unique())])
         ax.set_xlabel("batch size")
         ax.set_ylabel("throughput [items/s]")
         ax.set_title(f"{model}: throughput vs batch size")
@@ -131,8 +132,11 @@ def speedup_heatmap(latest: pd.DataFrame, out: Path) -> Path:
 def cpu_vs_gpu(latest: pd.DataFrame, out: Path) -> Path | None:
     if set(latest["device"].dropna()) < {"cpu", "cuda"}:
         return None
-    df = latest.assign(label=lambda d: d["model"] + " " + _variant(d) + " bs" + d["batch_size"].astype(str))
+    df = latest.assign(label=lambda d: d["model"] + " " + d["engine"] + " " + d["precision"]
+                       + " bs" + d["batch_size"].astype(str))
     grid = df.pivot_table(index="label", columns="device", values="p50_s", aggfunc="first").dropna()
+    if grid.empty:  # no case was run on both devices
+        return None
     fig, ax = plt.subplots(figsize=(max(8, 0.5 * len(grid)), 4))
     x = np.arange(len(grid))
     ax.bar(x - 0.2, grid["cpu"] * 1e3, 0.4, label="cpu")

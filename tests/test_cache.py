@@ -34,7 +34,7 @@ BASE_CASE = Case("tiny-cnn", "onnxruntime", "fp32", 1, "cpu")
 
 
 @pytest.mark.parametrize("field", ["model", "weights", "engine", "precision", "device",
-                                   "batch_profile", "versions", "host"])
+                                   "batch_profile", "versions", "recipe", "host"])
 def test_key_changes_when_any_component_changes(field):
     fields = key_fields(BASE_CASE)
     changed = dict(fields)
