@@ -150,6 +150,43 @@ def cpu_vs_gpu(latest: pd.DataFrame, out: Path) -> Path | None:
     return _save(fig, out, "cpu_vs_gpu.png")
 
 
+def load_curves(frame: pd.DataFrame, out: Path) -> Path | None:
+    """Server: p99 and achieved QPS against offered QPS; sweep: percentiles and throughput
+    against concurrency (latest run of each load case)."""
+    load = frame[frame["scenario"].isin(["Server", "Concurrency"])]
+    if load.empty:
+        return None
+    latest = load.groupby("case").tail(1)
+    fig, (ax_srv, ax_cc) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for _, row in latest[latest["scenario"] == "Server"].iterrows():
+        info = row["extra"]
+        trials = sorted(info["trials"], key=lambda t: t["offered_qps"])
+        label = f"{info['model']} {info['engine']} {info['precision']}"
+        line, = ax_srv.plot([t["offered_qps"] for t in trials], [t["p99_s"] * 1e3 for t in trials], marker="o", label=label)
+        ax_srv.axhline(info["latency_bound_s"] * 1e3, color=line.get_color(), linestyle=":", linewidth=1)
+    ax_srv.set_xscale("log")
+    ax_srv.set_yscale("log")
+    ax_srv.set_xlabel("offered load [queries/s] (Poisson)")
+    ax_srv.set_ylabel("p99 latency [ms] (dotted: bound)")
+    ax_srv.set_title("Server scenario: p99 against offered load")
+    ax_srv.legend(fontsize=7)
+    ax_srv.grid(alpha=0.3)
+    for _, row in latest[latest["scenario"] == "Concurrency"].iterrows():
+        info = row["extra"]
+        levels = info["levels"]
+        label = f"{info['model']} {info['engine']} {info['precision']}"
+        ax_cc.plot([r["concurrency"] for r in levels], [r["throughput_qps"] for r in levels], marker="o", label=label)
+    ax_cc.set_xlabel("concurrency (queries in flight)")
+    ax_cc.set_ylabel("throughput [queries/s]")
+    ax_cc.set_yscale("log")
+    ax_cc.set_title("Concurrency sweep: throughput")
+    ax_cc.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax_cc.legend(fontsize=7)
+    ax_cc.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, out, "load_curves.png")
+
+
 def history_trend(frame: pd.DataFrame, regressions: set[tuple[str, str]], out: Path) -> Path:
     """Median per run for every latency case, small multiples per model; red x = regression."""
     df = frame.copy()

@@ -59,11 +59,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     frame = load_frame(args.runs)
     latency = frame[frame["is_latency"]].astype({"batch_size": int})
     if latency.empty:
-        raise InputError("the runs hold no latency benchmarks (test_latency) to chart")
-    out = args.out
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+        load_only = charts.load_curves(frame, _out_dir(args.out))
+        if load_only is None:
+            raise InputError("the runs hold no latency or load benchmarks to chart")
+        print(f"wrote {load_only}")
+        return EXIT_OK
+    out = _out_dir(args.out)
     latest = latest_per_case(latency).reset_index()
     runs = list(dict.fromkeys(latency["run"]))
     regressions = set()
@@ -73,11 +74,19 @@ def cmd_report(args: argparse.Namespace) -> int:
         regressions |= {(r.case, cur) for r in compare_frames(a, b, DEFAULT_THRESHOLDS, 0.01) if r.verdict == "slower"}
     made = [charts.latency_by_engine(latest, out), charts.throughput_vs_batch(latest, out),
             charts.memory_by_precision(latest, out), charts.speedup_heatmap(latest, out),
-            charts.cpu_vs_gpu(latest, out), charts.history_trend(latency, regressions, out)]
+            charts.cpu_vs_gpu(latest, out), charts.history_trend(latency, regressions, out),
+            charts.load_curves(frame, out)]
     names = [p.name for p in made if p is not None]
     (out / "summary.md").write_text(summary_markdown(latest.set_index("case", drop=False), runs, names))
     print(f"wrote {len(names)} charts and summary.md to {out}")
     return EXIT_OK
+
+
+def _out_dir(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,7 +88,7 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
                 "peak_rss_bytes": info.get("peak_rss_bytes"),
                 "gpu_max_allocated_bytes": info.get("gpu_max_allocated_bytes"),
                 "artifact_bytes": info.get("artifact_bytes"), "equivalence": info.get("equivalence"),
-                "samples": stats.get("data"),
+                "samples": stats.get("data"), "scenario": info.get("scenario"), "extra": info,
             })
     frame = pd.DataFrame(rows)
     if frame.empty:

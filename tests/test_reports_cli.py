@@ -113,3 +113,21 @@ def test_report_draws_every_chart_and_a_summary(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| tiny-cnn | cpu | 1 | onnxruntime int8 |" in summary
     assert digest(runs) == before
+
+
+def test_report_draws_load_curves_from_scenario_runs(tmp_path):
+    def load_bench(scenario, extra):
+        return {"group": f"load-tiny-cnn-{scenario}", "name": f"test_{scenario.lower()}[tiny-cnn-torch-fp32-cpu]",
+                "fullname": f"perf_tests/test_load.py::test_{scenario.lower()}[tiny-cnn-torch-fp32-cpu]",
+                "stats": {"median": 1.0, "max": 1.0, "mean": 1.0, "rounds": 1},
+                "extra_info": {"model": "tiny-cnn", "engine": "torch", "precision": "fp32", "device": "cpu",
+                               "scenario": scenario, **extra}}
+    run = write_run(tmp_path / "load.json", [
+        load_bench("Server", {"latency_bound_s": 0.01, "max_qps_within_bound": 100.0, "trials": [
+            {"offered_qps": q, "p99_s": p, "achieved_qps": q, "met": p <= 0.01}
+            for q, p in ((50, 0.004), (100, 0.008), (200, 0.05))]}),
+        load_bench("Concurrency", {"levels": [{"concurrency": c, "throughput_qps": 100.0 * c, "stable": True}
+                                              for c in (1, 2, 4)]})])
+    out = tmp_path / "charts"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    assert (out / "load_curves.png").stat().st_size > 1000
