@@ -187,6 +187,46 @@ def load_curves(frame: pd.DataFrame, out: Path) -> Path | None:
     return _save(fig, out, "load_curves.png")
 
 
+def accuracy_charts(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Confusion matrix per model variant (eager fp32) and accuracy against latency."""
+    acc = frame[frame["scenario"] == "Accuracy"].groupby("case").tail(1)
+    if acc.empty:
+        return []
+    infos = list(acc["extra"])
+    baselines = [i for i in infos if i["engine"] == "torch" and i["precision"] == "fp32"] or infos[:1]
+    fig, axes = plt.subplots(1, len(baselines), figsize=(4.6 * len(baselines), 4.2), squeeze=False)
+    for ax, info in zip(axes.flat, baselines):
+        cm = np.asarray(info["confusion"])
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                        color="white" if v > cm.max() / 2 else "black")
+        ax.set_xticks(range(cm.shape[1]))
+        ax.set_yticks(range(cm.shape[0]))
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{info['model']}: accuracy {info['accuracy']:.3f}, macro F1 {info['macro_f1']:.3f}", fontsize=9)
+    fig.tight_layout()
+    paths = [_save(fig, out, "confusion_matrices.png")]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for model in sorted({i["model"] for i in infos}):
+        pts = [i for i in infos if i["model"] == model and i.get("p50_s")]
+        sc = ax.scatter([i["p50_s"] * 1e3 for i in pts], [i["accuracy"] for i in pts], label=model, s=40)
+        for i in pts:
+            ax.annotate(f"{i['engine']} {i['precision']}", (i["p50_s"] * 1e3, i["accuracy"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points", color=sc.get_facecolor()[0])
+    ax.set_xscale("log")
+    ax.set_xlabel(f"latency p50 per batch [ms] (batch {infos[0].get('batch_size')})")
+    ax.set_ylabel("accuracy on the held-out split")
+    ax.set_title("accuracy against latency, by engine and precision")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(_save(fig, out, "accuracy_vs_latency.png"))
+    return paths
+
+
 def history_trend(frame: pd.DataFrame, regressions: set[tuple[str, str]], out: Path) -> Path:
     """Median per run for every latency case, small multiples per model; red x = regression."""
     df = frame.copy()

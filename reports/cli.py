@@ -58,11 +58,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .summary import summary_markdown
     frame = load_frame(args.runs)
     latency = frame[frame["is_latency"]].astype({"batch_size": int})
-    if latency.empty:
-        load_only = charts.load_curves(frame, _out_dir(args.out))
-        if load_only is None:
-            raise InputError("the runs hold no latency or load benchmarks to chart")
-        print(f"wrote {load_only}")
+    if latency.empty:  # scenario runs only: their charts, no matrix summary
+        made = [charts.load_curves(frame, _out_dir(args.out)), *charts.accuracy_charts(frame, args.out)]
+        made = [p for p in made if p is not None]
+        if not made:
+            raise InputError("the runs hold no latency, load or accuracy benchmarks to chart")
+        print(f"wrote {', '.join(p.name for p in made)} to {args.out}")
         return EXIT_OK
     out = _out_dir(args.out)
     latest = latest_per_case(latency).reset_index()
@@ -75,7 +76,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     made = [charts.latency_by_engine(latest, out), charts.throughput_vs_batch(latest, out),
             charts.memory_by_precision(latest, out), charts.speedup_heatmap(latest, out),
             charts.cpu_vs_gpu(latest, out), charts.history_trend(latency, regressions, out),
-            charts.load_curves(frame, out)]
+            charts.load_curves(frame, out), *charts.accuracy_charts(frame, out)]
     names = [p.name for p in made if p is not None]
     (out / "summary.md").write_text(summary_markdown(latest.set_index("case", drop=False), runs, names))
     print(f"wrote {len(names)} charts and summary.md to {out}")

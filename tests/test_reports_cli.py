@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from reports.cli import main
@@ -131,3 +132,19 @@ def test_report_draws_load_curves_from_scenario_runs(tmp_path):
     out = tmp_path / "charts"
     assert main(["report", str(run), "--out", str(out)]) == 0
     assert (out / "load_curves.png").stat().st_size > 1000
+
+
+def test_report_draws_accuracy_charts(tmp_path):
+    confusion = np.eye(10, dtype=int) * 45
+    benches = []
+    for engine, precision, acc, p50 in (("torch", "fp32", 0.99, 2e-3), ("onnxruntime", "int8", 0.985, 5e-4)):
+        benches.append({"name": f"test_accuracy[digits-{engine}-{precision}]", "fullname": f"a::{engine}{precision}",
+                        "stats": {"median": p50, "max": p50, "mean": p50, "rounds": 50},
+                        "extra_info": {"model": "digits-finetuned", "engine": engine, "precision": precision,
+                                       "device": "cpu", "batch_size": 64, "scenario": "Accuracy", "accuracy": acc,
+                                       "macro_f1": acc, "confusion": confusion.tolist(), "p50_s": p50}})
+    run = write_run(tmp_path / "acc.json", benches)
+    out = tmp_path / "charts"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    for name in ("confusion_matrices.png", "accuracy_vs_latency.png"):
+        assert (out / name).stat().st_size > 1000
