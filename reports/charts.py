@@ -245,7 +245,7 @@ def history_trend(frame: pd.DataFrame, regressions: set[tuple[str, str]], out: P
         ax.set_xlabel("run (oldest → newest)")
         ax.set_ylabel("median [ms]")
         ax.set_title(f"{model}: history (red × = regression vs previous run)")
-        ax.legend(fontsize=6, ncol=2)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, out, "history_trend.png")
