@@ -26,13 +26,13 @@ def plan_rounds(run, prepared, opts) -> tuple[int, int]:
     """(rounds, warmup_rounds): rounds fill --latency-time; warm-up is ~10 % of that."""
     for _ in range(2):
         run(prepared)  # first calls allocate, autotune, fill caches
+    if opts.latency_rounds:
+        return opts.latency_rounds, max(2, opts.latency_rounds // 10)
     probe = []
     for _ in range(3):
         start = time.perf_counter()
         run(prepared)
         probe.append(time.perf_counter() - start)
-    if opts.latency_rounds:
-        return opts.latency_rounds, max(2, opts.latency_rounds // 10)
     rounds = int(opts.latency_time / max(statistics.median(probe), 1e-6))
     rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, rounds))
     return rounds, max(3, rounds // 10)
