@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,7 +19,9 @@ import numpy as np
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 DEVICES = ("cpu", "cuda")
-INT8_SCHEMES = ("static", "dynamic")
+#: static: QDQ with calibrated activations (CNNs); dynamic: activations quantized per call
+#: (encoders); weight_only: int8 weights in blocks, what LLM decoders ship with
+INT8_SCHEMES = ("static", "dynamic", "weight_only")
 
 #: engine outputs, in the runtime's own types (tensors, OrtValues ...), by output name
 Outputs = dict[str, Any]
@@ -62,6 +64,9 @@ class BuildSpec:
     transformer: TransformerHints | None = None
     #: exporter tried first by ONNX-based engines ("dynamo" or "torchscript")
     onnx_exporter: str = "dynamo"
+    #: non-batch axes that vary between calls, by input/output name: {name: {axis: label}}
+    #: (a decoder's sequence and KV-cache lengths). Only engines with ``dynamic_shapes`` take them.
+    dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.onnx_exporter not in ("dynamo", "torchscript"):
@@ -71,6 +76,11 @@ class BuildSpec:
         missing = [n for n in self.input_names if n not in self.example_inputs]
         if missing:
             raise ValueError(f"example_inputs lacks {missing}; expected keys {self.input_names}")
+        names = (*self.input_names, *self.output_names)
+        unknown = [n for n in self.dynamic_axes if n not in names]
+        if unknown or any(0 in axes for axes in self.dynamic_axes.values()):
+            raise ValueError(f"dynamic_axes {dict(self.dynamic_axes)}: names must be among {names} "
+                             "and axis 0 (batch) is always dynamic, so it is not listed")
 
     def positional(self, inputs: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(inputs[n] for n in self.input_names)
@@ -93,6 +103,10 @@ class Engine(ABC):
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     #: False when the artifact is specialised to one batch size
     dynamic_batch: ClassVar[bool] = True
+    #: True when the engine takes inputs whose non-batch dims vary between calls
+    #: (``BuildSpec.dynamic_axes``) and chains its own outputs back in (``step``): what
+    #: token generation with a growing KV cache needs
+    dynamic_shapes: ClassVar[bool] = False
     #: printed once in the run summary when the engine was used
     notice: ClassVar[str | None] = None
 
@@ -175,7 +189,12 @@ class Engine(ABC):
         self._check_available()
         if self._closed:
             raise EngineError(f"{self.name}: load() after close(); create a new engine")
-        self._spec = {n: (tuple(spec.example_inputs[n].shape[1:]),
+        if spec.dynamic_axes and not self.dynamic_shapes:
+            raise EngineError(f"{self.name} takes fixed non-batch shapes only (dynamic_shapes=False); "
+                              f"{spec.name} varies {dict(spec.dynamic_axes)}")
+        # a dynamic axis is recorded as None: any length is accepted there
+        self._spec = {n: (tuple(None if axis + 1 in spec.dynamic_axes.get(n, {}) else d
+                                for axis, d in enumerate(spec.example_inputs[n].shape[1:])),
                           str(spec.example_inputs[n].dtype).replace("torch.", ""))
                       for n in spec.input_names}
         self._output_names = spec.output_names
@@ -195,6 +214,20 @@ class Engine(ABC):
         self._synchronize_impl()
         return out
 
+    def step(self, inputs: Mapping[str, Any]) -> Outputs:
+        """One call on inputs that may be this engine's own previous outputs (a KV cache fed
+        back), which stay where the runtime keeps them; returns after the device is done.
+
+        Unlike ``prepare``/``run`` nothing is preallocated: shapes change from call to call.
+        """
+        self._check_loaded("step")
+        if not self.dynamic_shapes:
+            raise EngineError(f"{self.name}: step() needs an engine with dynamic_shapes; this one is fixed-shape")
+        self._check_inputs(inputs, dtypes=False)
+        out = self._step_impl(inputs)
+        self._synchronize_impl()
+        return out
+
     def runtime_call(self, prepared: Any) -> Callable[[], Any]:
         """The bare runtime call behind ``run`` (no checks), to measure harness overhead."""
         self._check_loaded("runtime_call")
@@ -205,15 +238,15 @@ class Engine(ABC):
             sync()
         return call
 
-    def to_host(self, outputs: Outputs) -> dict[str, np.ndarray]:
-        """Outputs as float32 numpy arrays on the host, for comparison (never timed)."""
-        missing = [n for n in self._output_names if n not in outputs]
+    def to_host(self, outputs: Outputs, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Outputs (all, or ``names``) as float32 numpy arrays on the host, for comparison."""
+        wanted = tuple(names) if names is not None else self._output_names
+        missing = [n for n in wanted if n not in outputs or n not in self._output_names]
         if missing:
-            raise EngineError(f"{self.name} returned outputs {sorted(outputs)}; "
-                              f"expected {list(self._output_names)}")
+            raise EngineError(f"{self.name}: outputs {missing} requested; it returned {sorted(outputs)} "
+                              f"of the model's {list(self._output_names)}")
         # copy: runtimes reuse output buffers (IO binding, infer requests) on the next run
-        return {n: np.array(self._to_host_impl(outputs[n]), dtype=np.float32, copy=True)
-                for n in self._output_names}
+        return {n: np.array(self._to_host_impl(outputs[n]), dtype=np.float32, copy=True) for n in wanted}
 
     def details(self) -> dict[str, Any]:
         """Engine-specific facts for a benchmark's extra_info (exporter, compile times ...)."""
@@ -238,19 +271,22 @@ class Engine(ABC):
         if not self._loaded:
             raise EngineError(f"{self.name}: {what}() before load(); call build() and load() first")
 
-    def _check_inputs(self, inputs: Mapping[str, Any]) -> None:
+    def _check_inputs(self, inputs: Mapping[str, Any], dtypes: bool = True) -> None:
         assert self._spec is not None
         if set(inputs) != set(self._spec):
             raise EngineError(f"{self.name}: got inputs {sorted(inputs)}; expected {sorted(self._spec)}")
-        batch = {int(inputs[n].shape[0]) for n in self._spec}
+        shapes = {n: _shape(inputs[n]) for n in self._spec}
+        batch = {s[0] for s in shapes.values()}
         if len(batch) != 1:
             raise EngineError(f"{self.name}: inputs disagree on batch size: {sorted(batch)}")
         for n, (shape, dtype) in self._spec.items():
-            got_shape = tuple(inputs[n].shape[1:])
-            got_dtype = str(inputs[n].dtype).replace("torch.", "")
-            if got_shape != shape or got_dtype != dtype:
+            got_shape = shapes[n][1:]
+            fits = len(got_shape) == len(shape) and all(e is None or e == g for e, g in zip(shape, got_shape))
+            got_dtype = str(inputs[n].dtype).replace("torch.", "") if dtypes else dtype
+            if not fits or got_dtype != dtype:
+                want = ",".join("*" if d is None else str(d) for d in shape)
                 raise EngineError(f"{self.name}: input {n!r} is {got_dtype}[B,{','.join(map(str, got_shape))}]; "
-                                  f"expected {dtype}[B,{','.join(map(str, shape))}]")
+                                  f"expected {dtype}[B,{want}] (* = any length)")
 
     # ---- what a backend writes ----
     def _availability_problem_impl(self) -> str | None:
@@ -272,6 +308,9 @@ class Engine(ABC):
     @abstractmethod
     def _run_impl(self, prepared: Any) -> Outputs: ...
 
+    def _step_impl(self, inputs: Mapping[str, Any]) -> Outputs:
+        return self._run_impl(self._prepare_impl(inputs))
+
     def _synchronize_impl(self) -> None:
         if self.device == "cuda":
             import torch
@@ -285,3 +324,9 @@ class Engine(ABC):
 
     def _close_impl(self) -> None:
         """Release runtime resources; default drops references."""
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    """A tensor's / array's / OrtValue's shape (OrtValue.shape is a method)."""
+    shape = value.shape
+    return tuple(int(d) for d in (shape() if callable(shape) else shape))

@@ -12,7 +12,8 @@ EXPORTERS = ("dynamo", "torchscript")
 
 
 def export_onnx(spec: BuildSpec, path: Path, prefer: str = "dynamo", opset: int = 18) -> str:
-    """Export ``spec.module`` to ``path`` with a dynamic batch axis; return the exporter used.
+    """Export ``spec.module`` to ``path`` with a dynamic batch axis (and the spec's other
+    dynamic axes); return the exporter used.
 
     ``prefer`` is tried first with ``dynamo=`` passed explicitly; when it raises, the other
     exporter is tried and the reason is logged. Both failing raises with both reasons.
@@ -22,7 +23,7 @@ def export_onnx(spec: BuildSpec, path: Path, prefer: str = "dynamo", opset: int 
     import torch
     order = [prefer] + [e for e in EXPORTERS if e != prefer]
     args = spec.positional(spec.example_inputs)
-    axes = {n: {0: "batch"} for n in (*spec.input_names, *spec.output_names)}
+    axes = {n: {0: "batch", **spec.dynamic_axes.get(n, {})} for n in (*spec.input_names, *spec.output_names)}
     errors: list[str] = []
     for exporter in order:
         try:

@@ -1,7 +1,7 @@
 """ONNX Runtime: exported graph, ORT_ENABLE_ALL, optimized graph cached, IO binding at run.
 
-int8 follows the model's ``int8_scheme``: dynamic quantization (transformers) or static
-QDQ with a seeded calibration set (CNNs). For transformer models ONNX Runtime's transformer
+int8 follows the model's ``int8_scheme``: dynamic quantization (encoders), static QDQ with a
+seeded calibration set (CNNs), or weight-only blocks (MatMulNBits, decoders). For transformer models ONNX Runtime's transformer
 optimizer fuses attention/LayerNorm/GELU before quantizing.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 
 from .base import BuildSpec, Engine, Outputs
 from .onnx_export import export_onnx
+from .onnx_rewrite import gemm_to_matmul
 
 ARTIFACT = "model.onnx"
 RECORD = "build.json"
@@ -55,6 +56,7 @@ class OnnxRuntimeEngine(Engine):
         "cuda": frozenset({"fp32", "fp16"}),
     }
     requires: ClassVar[tuple[str, ...]] = ("torch", "onnx", "onnxruntime")
+    dynamic_shapes: ClassVar[bool] = True
     #: precisions for which onnxruntime.transformers.optimizer fuses models with transformer
     #: hints. Measured on distilbert bs1 (2 AVX2 cores): int8 40 ms fused vs 50 ms unfused;
     #: fp32 73-80 ms fused vs 68-69 ms unfused, so fp32 keeps ORT's own graph optimizations.
@@ -63,7 +65,8 @@ class OnnxRuntimeEngine(Engine):
     @classmethod
     def build_recipe(cls) -> dict[str, Any]:
         return {"fuse_transformers_for": sorted(cls.fuse_transformers_for), "opset": 18,
-                "int8": "dynamic:QInt8 / static:QDQ per-channel QUInt8-act QInt8-weight MinMax"}
+                "int8": "dynamic:QInt8 / static:QDQ per-channel QUInt8-act QInt8-weight MinMax / "
+                "weight_only:MatMulNBits 8-bit block 32 symmetric accuracy_level 4"}
 
     def _availability_problem_impl(self) -> str | None:
         import onnxruntime as ort
@@ -106,10 +109,13 @@ class OnnxRuntimeEngine(Engine):
         from onnxruntime.quantization.shape_inference import quant_pre_process
         dst = stage / "int8.onnx"
         record["int8_scheme"] = spec.int8_scheme
-        if spec.int8_scheme == "dynamic":
+        if spec.int8_scheme in ("dynamic", "weight_only"):
             shaped = stage / "shaped.onnx"
             _reinfer_shapes(src, shaped)
-            quantize_dynamic(str(shaped), str(dst), weight_type=QuantType.QInt8)
+            if spec.int8_scheme == "weight_only":
+                self._quantize_weights(shaped, dst, record)
+            else:
+                quantize_dynamic(str(shaped), str(dst), weight_type=QuantType.QInt8)
             return dst
         if spec.calibration is None:
             raise ValueError(f"{spec.name}: static int8 needs a calibration set; the model spec has none")
@@ -120,6 +126,20 @@ class OnnxRuntimeEngine(Engine):
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
         return dst
+
+    def _quantize_weights(self, src: Path, dst: Path, record: dict) -> None:
+        """int8 weights in blocks of 32 with fp32 scales; accuracy_level 4 lets the kernel
+        quantize activations per block on the fly. Measured on the trained tiny-gpt2 (greedy,
+        32 tokens, 6 prompts): token agreement 0.97-1.0 and 0.67 ms/token, where dynamic
+        per-tensor int8 agreed on 0.47-1.0 (0.92 ms) and per-channel on 0.66-1.0."""
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+        model = onnx.load(str(src))
+        record["gemm_rewritten_to_matmul"] = gemm_to_matmul(model)
+        quantizer = MatMulNBitsQuantizer(model, bits=8, block_size=32, is_symmetric=True, accuracy_level=4)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(dst), False)
+        record["weight_only_matmuls"] = sum(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node)
 
     def _to_fp16(self, src: Path, dst: Path) -> Path:
         import onnx
@@ -165,6 +185,24 @@ class OnnxRuntimeEngine(Engine):
     def _run_impl(self, prepared: Any) -> Outputs:
         self._sess.run_with_iobinding(prepared["binding"])
         return prepared["outputs"]
+
+    def _step_impl(self, inputs: Mapping[str, Any]) -> Outputs:
+        """Bind host arrays or this session's own OrtValues (a KV cache fed back without a
+        copy); ONNX Runtime allocates the outputs, whose shapes change every step."""
+        import onnxruntime as ort
+        binding = self._sess.io_binding()
+        keep = []
+        for n, dtype in self._input_types.items():
+            value = inputs[n]
+            if not isinstance(value, ort.OrtValue):
+                host = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+                value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(host, dtype=dtype), self._ort_device, 0)
+                keep.append(value)
+            binding.bind_ortvalue_input(n, value)
+        for n in self._output_names:
+            binding.bind_output(n, self._ort_device)
+        self._sess.run_with_iobinding(binding)
+        return dict(zip(self._output_names, binding.get_outputs()))
 
     def _synchronize_impl(self) -> None:
         # CPU execution is synchronous; a CUDA session's outputs are synchronized by

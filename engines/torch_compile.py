@@ -30,11 +30,14 @@ class TorchCompileEngine(TorchModuleEngine):
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     # compiled with dynamic=False: one graph per batch size, as a deployment would pin it
     dynamic_batch: ClassVar[bool] = False
+    # a spec with dynamic axes (a decoder's growing KV cache) compiles with dynamic=True,
+    # so the graph is symbolic in those lengths instead of recompiling every step
+    dynamic_shapes: ClassVar[bool] = True
 
     def _compile(self, spec: BuildSpec) -> tuple[Any, float]:
         import torch
         module = module_for(spec, self.precision, self.device)
-        compiled = torch.compile(module, backend="inductor", dynamic=False)
+        compiled = torch.compile(module, backend="inductor", dynamic=bool(spec.dynamic_axes))
         args = prepare_tensors(spec.example_inputs, spec.input_names, self.precision, self.device)
         start = time.perf_counter()
         with torch.inference_mode():

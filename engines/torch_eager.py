@@ -18,6 +18,7 @@ class TorchEagerEngine(TorchModuleEngine):
     # bf16 on a CPU without AVX512-BF16/AMX is emulated: 6-50x slower than fp32.
     slow: ClassVar[frozenset[tuple[str, str]]] = frozenset({("cpu", "bf16")})
     requires: ClassVar[tuple[str, ...]] = ("torch",)
+    dynamic_shapes: ClassVar[bool] = True
 
     def _build_impl(self, spec: BuildSpec, workdir: Path) -> None:
         # Eager runs the live module: there is nothing to export. The (empty) cache entry
