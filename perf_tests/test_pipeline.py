@@ -1,0 +1,72 @@
+"""The image -> caption pipeline, whole and split (seeds 000 and 004).
+
+Each run mode (fixtures.pipeline.MODES) captions the same generated image. Before timing, a
+mode's vision stage passes the equivalence policy against its eager fp32 and its caption is
+checked against the ``original`` mode's: fp32 modes must write the same tokens; the int8
+mode's first-step logits must keep cosine >= 0.99 (its token agreement is recorded: the LM
+has random weights, whose near-tied top-1 choices int8 noise flips). Stage breakdown
+(preprocess, vision, prefill, decode), end-to-end percentiles, peak RSS and artifact sizes
+go to ``extra_info``.
+"""
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from fixtures.generation import compare_generations
+from fixtures.measure import PeakRss
+from fixtures.models import get_model
+from fixtures.pipeline import (MODES, artifact_bytes, make_test_image, original_runner, pipeline_figures,
+                               split_runner, stage_cases)
+from fixtures.vlm import PIPELINES
+
+pytestmark = pytest.mark.scenario
+
+
+@pytest.fixture(scope="session")
+def test_image(tmp_path_factory):
+    return make_test_image(tmp_path_factory.mktemp("pipeline") / "image.png")
+
+
+@pytest.fixture(scope="session")
+def original_captions() -> dict:
+    return {}
+
+
+def test_pipeline(pipeline_mode, test_image, run_session, caption_rounds, original_captions, benchmark):
+    name, mode = pipeline_mode
+    pipeline = PIPELINES[name]
+    if name not in original_captions:
+        original_captions[name] = original_runner(pipeline, test_image)()
+    info = {"model": name, "engine": mode, "precision": "fp32", "device": "cpu", "scenario": "pipeline", "mode": mode}
+    vision_dir = None
+    if MODES[mode] is None:
+        runner = original_runner(pipeline, test_image)
+    else:
+        vision_case, lm_case = stage_cases(name, mode)
+        stage = run_session.equivalence(vision_case)
+        if not stage.passed:
+            pytest.fail(f"not timed: the vision stage differs from its baseline\n{stage.render()}", pytrace=False)
+        vision, lm = run_session.engine(vision_case), run_session.engine(lm_case)
+        runner = split_runner(pipeline, test_image, vision.engine, lm.engine, get_model(lm_case.model))
+        vision_dir = vision.entry.path
+        info.update(precision=vision_case.precision, vision_engine=vision_case.engine,
+                    vision_cosine_min=min(o.cosine for o in stage.outputs), vision_equivalence_row=stage.row)
+    report = compare_generations(f"{name}-{mode}", original_captions[name].as_generation(), runner().as_generation(),
+                                 info["precision"], trained=False)
+    if not report.passed:
+        pytest.fail(f"not timed: the caption differs from the original mode's\n{report.render()}", pytrace=False)
+    rss = PeakRss()
+    gc.collect()
+    with rss.measure():
+        runner()
+    runs = []
+    benchmark.group = f"pipeline-{name}"
+    benchmark.pedantic(lambda: runs.append(runner()), rounds=caption_rounds, iterations=1, warmup_rounds=0)
+    sizes = artifact_bytes(pipeline, mode, vision_dir)
+    info.update(pipeline_figures(runs), peak_rss_bytes=rss.bytes, peak_rss_scope=rss.scope, artifact_bytes=sizes,
+                artifact_total_bytes=sum(sizes.values()), equivalence=report.as_dict(),
+                caption=runs[-1].tokens[0].tolist())
+    benchmark.extra_info.update(info)
+    assert runs[-1].tokens.tolist() == runs[0].tokens.tolist(), "captions changed between timed runs"
