@@ -14,7 +14,9 @@ EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="infermatrix", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="infermatrix", description=__doc__.splitlines()[0],
+                                     epilog="infermatrix export --pipeline NAME --out DIR: the VL pipeline's "
+                                            "standalone artifacts (see fixtures/vl_export.py)")
     sub = parser.add_subparsers(dest="command", required=True)
     cmp_ = sub.add_parser("compare", help="statistical regression gate between two sets of saved runs")
     cmp_.add_argument("base", help="baseline: a run JSON or a storage directory (its latest run per case)")
@@ -53,16 +55,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from . import charts
+    from . import charts, scenario_charts
     from .gate import DEFAULT_THRESHOLDS, compare_frames
     from .summary import summary_markdown
     frame = load_frame(args.runs)
     latency = frame[frame["is_latency"]].astype({"batch_size": int})
     if latency.empty:  # scenario runs only: their charts, no matrix summary
-        made = [charts.load_curves(frame, _out_dir(args.out)), *charts.accuracy_charts(frame, args.out)]
+        made = [charts.load_curves(frame, _out_dir(args.out)), *charts.accuracy_charts(frame, args.out),
+                scenario_charts.generation_chart(frame, args.out), scenario_charts.pipeline_chart(frame, args.out)]
         made = [p for p in made if p is not None]
         if not made:
-            raise InputError("the runs hold no latency, load or accuracy benchmarks to chart")
+            raise InputError("the runs hold no latency, load, accuracy, generation or pipeline benchmarks to chart")
         print(f"wrote {', '.join(p.name for p in made)} to {args.out}")
         return EXIT_OK
     out = _out_dir(args.out)
@@ -76,7 +79,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     made = [charts.latency_by_engine(latest, out), charts.throughput_vs_batch(latest, out),
             charts.memory_by_precision(latest, out), charts.speedup_heatmap(latest, out),
             charts.cpu_vs_gpu(latest, out), charts.history_trend(latency, regressions, out),
-            charts.load_curves(frame, out), *charts.accuracy_charts(frame, out)]
+            charts.load_curves(frame, out), *charts.accuracy_charts(frame, out),
+            scenario_charts.generation_chart(frame, out), scenario_charts.pipeline_chart(frame, out)]
     names = [p.name for p in made if p is not None]
     (out / "summary.md").write_text(summary_markdown(latest.set_index("case", drop=False), runs, names))
     print(f"wrote {len(names)} charts and summary.md to {out}")

@@ -148,3 +148,22 @@ def test_report_draws_accuracy_charts(tmp_path):
     assert main(["report", str(run), "--out", str(out)]) == 0
     for name in ("confusion_matrices.png", "accuracy_vs_latency.png"):
         assert (out / name).stat().st_size > 1000
+
+
+def test_report_draws_generation_and_pipeline_charts(tmp_path):
+    def scenario_bench(name, extra):
+        return {"name": name, "fullname": f"perf_tests/x.py::{name}", "stats": {"median": 1.0, "max": 1.0, "mean": 1.0,
+                                                                                 "rounds": 5},
+                "extra_info": {"device": "cpu", "precision": "fp32", **extra}}
+    benches = [scenario_bench(f"test_generation[{engine}-p{p}]", {
+        "model": "tiny-gpt2", "engine": engine, "scenario": "generation", "prompt_length": p, "new_tokens": 32,
+        "batch_size": 1, "decode_tokens_per_s": tps, "ttft_p50_s": 0.01, "ttft_p99_s": 0.02})
+        for engine, tps in (("torch", 30.0), ("onnxruntime", 120.0)) for p in (32, 128)]
+    benches += [scenario_bench(f"test_pipeline[tiny-vl-{mode}]", {
+        "model": "tiny-vl", "engine": mode, "mode": mode, "scenario": "pipeline", "e2e_p99_s": 0.05,
+        **{f"{stage}_p50_s": 0.01 for stage in ("preprocess", "vision", "prefill", "decode")}})
+        for mode in ("original", "onnx_vision")]
+    out = tmp_path / "charts"
+    assert main(["report", str(write_run(tmp_path / "scen.json", benches)), "--out", str(out)]) == 0
+    for name in ("generation.png", "pipeline_stages.png"):
+        assert (out / name).stat().st_size > 1000
