@@ -95,5 +95,6 @@ def test_bad_pipeline_and_checkpoint_are_named(tmp_path, capsys):
     assert cli_main(["export", "--pipeline", "nope", "--out", str(tmp_path / "o")]) == 2
     assert "'nope' is not registered; valid values:" in capsys.readouterr().err
     (tmp_path / "ckpt").mkdir()
-    assert cli_main(["export", "--pipeline", "tiny-vl", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "o")]) == 2
+    args = ["export", "--pipeline", "tiny-vl", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "o")]
+    assert cli_main(args) == 2
     assert "no config.json" in capsys.readouterr().err
