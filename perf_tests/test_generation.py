@@ -23,9 +23,9 @@ def reference_generations() -> dict:
     return {}
 
 
-def test_generation(generation_case, prompt_length, generation_options, run_session,
+def test_generation(generation_case, prompt_length, new_tokens, generation_options, run_session,
                     reference_generations, benchmark):
-    case, new_tokens = generation_case, generation_options.new_tokens
+    case = generation_case
     spec = get_model(case.model)
     prompt = spec.make_prompt(case.batch_size, prompt_length, EVAL_SEED)
     key = (case.model, prompt_length, new_tokens, case.device)

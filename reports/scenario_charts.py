@@ -17,8 +17,9 @@ def generation_chart(frame: pd.DataFrame, out: Path) -> Path | None:
     if gen.empty:
         return None
     rows = sorted((r["extra"] for _, r in gen.iterrows()),
-                  key=lambda i: (i["model"], i["prompt_length"], i["engine"], i["precision"]))
-    labels = [f"{i['model']} p{i['prompt_length']}\n{i['engine']} {i['precision']}" for i in rows]
+                  key=lambda i: (i["model"], i["prompt_length"], i["new_tokens"], i["engine"], i["precision"]))
+    labels = [f"{i['model']} prompt {i['prompt_length']} new {i['new_tokens']}\n{i['engine']} {i['precision']}"
+              for i in rows]
     y = np.arange(len(rows))
     fig, (ax_tps, ax_ttft) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 1.8), sharey=True)
     ax_tps.barh(y, [i["decode_tokens_per_s"] for i in rows], color="tab:blue")
@@ -31,7 +32,7 @@ def generation_chart(frame: pd.DataFrame, out: Path) -> Path | None:
     ax_ttft.set_xlabel("time to first token [ms] (p50, whisker to p99)")
     for ax in (ax_tps, ax_ttft):
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(f"Token generation, greedy, {rows[0]['new_tokens']} new tokens, batch {rows[0]['batch_size']}")
+    fig.suptitle(f"Token generation: greedy with a KV cache, batch {rows[0]['batch_size']}")
     fig.tight_layout()
     return _save(fig, out, "generation.png")
 

@@ -134,9 +134,9 @@ def test_decoders_are_planned_only_on_dynamic_shape_engines():
 
 
 def test_generation_options_are_validated():
-    with pytest.raises(pytest.UsageError, match="new-tokens=1"):
-        GenerationOptions((32,), 1, 3)
+    with pytest.raises(pytest.UsageError, match=r"new-tokens=\(1,\)"):
+        GenerationOptions((32,), (1,), 3)
     with pytest.raises(pytest.UsageError, match="prompt-lengths"):
-        GenerationOptions((), 8, 3)
+        GenerationOptions((), (8,), 3)
     with pytest.raises(ValueError, match=r"prompt length 70; expected 1\.\.62"):
         SPEC.make_prompt(1, 70, 0)

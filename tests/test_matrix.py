@@ -77,6 +77,8 @@ def test_marks_follow_device_engine_and_slowness():
     (["--batch-sizes", "0"], "'0' is not a positive integer"),
     (["--devices", "tpu"], "valid values: cpu, cuda"),
     (["--latency-time", "-1"], "expected a positive number of seconds"),
+    (["--prompt-lengths", "32,x"], "--prompt-lengths='32,x'; expected positive integers"),
+    (["--pipelines", "vl,nope"], "unknown ['nope']; valid values: tiny-vl, vl"),
 ])
 def test_unknown_option_values_are_usage_errors(pytester, args, message, repo_root):
     result = pytester.runpytest_subprocess(str(repo_root / "perf_tests"), "--collect-only", "-q", *args)
