@@ -87,6 +87,8 @@ def test_top1_gated_only_when_asked():
     assert top1_agreement(ref, swapped) == 0.5
     assert compare_outputs("c", {"y": ref}, {"y": swapped}, tol, "x", gate_top1=False).passed
     assert not compare_outputs("c", {"y": ref}, {"y": swapped}, tol, "x", gate_top1=True).passed
+    # only the named prediction outputs are gated (a KV cache's argmax means nothing)
+    assert compare_outputs("c", {"y": ref}, {"y": swapped}, tol, "x", gate_top1=True, top1_outputs=("logits",)).passed
 
 
 @settings(max_examples=25)
