@@ -110,7 +110,7 @@ class Engine(ABC):
     #: printed once in the run summary when the engine was used
     notice: ClassVar[str | None] = None
 
-    def __init__(self, precision: str, device: str, threads: int | None = None) -> None:
+    def __init__(self, precision: str, device: str, threads: int | None = None, spin: bool = True) -> None:
         why = self.unsupported_reason(device, precision)
         if why:
             raise EngineError(why)
@@ -121,6 +121,10 @@ class Engine(ABC):
         #: intra-op threads for runtimes configured per session (ONNX Runtime, OpenVINO);
         #: PyTorch's pool is process-wide and set by the caller (torch.set_num_threads)
         self.threads = threads
+        #: whether idle worker threads may spin-wait for the next call (runtimes that have
+        #: the knob). Off when the engine shares the cores with another runtime in one
+        #: process, e.g. a vision stage followed by a PyTorch LM: spinning steals their CPU.
+        self.spin = spin
         self._spec: dict[str, tuple[tuple[int, ...], str]] | None = None
         self._output_names: tuple[str, ...] = ()
         self._loaded = False

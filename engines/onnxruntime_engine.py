@@ -1,8 +1,8 @@
 """ONNX Runtime: exported graph, ORT_ENABLE_ALL, optimized graph cached, IO binding at run.
 
 int8 follows the model's ``int8_scheme``: dynamic quantization (encoders), static QDQ with a
-seeded calibration set (CNNs), or weight-only blocks (MatMulNBits, decoders). For transformer models ONNX Runtime's transformer
-optimizer fuses attention/LayerNorm/GELU before quantizing.
+seeded calibration set (CNNs), or weight-only blocks (MatMulNBits, decoders). For encoder
+models with transformer hints ONNX Runtime's optimizer fuses attention/LayerNorm/GELU first.
 """
 from __future__ import annotations
 
@@ -153,6 +153,8 @@ class OnnxRuntimeEngine(Engine):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         opts.intra_op_num_threads = self.threads or 0  # 0: ONNX Runtime's default
+        if not self.spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if optimized_to is not None:
             opts.optimized_model_filepath = str(optimized_to)
         return ort.InferenceSession(str(model), sess_options=opts, providers=[PROVIDERS[self.device]])

@@ -23,6 +23,8 @@ class OpenVinoEngine(Engine):
     name: ClassVar[str] = "openvino"
     capabilities: ClassVar[Mapping[str, frozenset[str]]] = {"cpu": frozenset({"fp32"})}
     requires: ClassVar[tuple[str, ...]] = ("torch", "openvino")
+    # no dynamic_shapes: the IR is converted with fixed feature dims and run through one
+    # preallocated infer request; a decoder's growing KV cache is not wired here
 
     def _build_impl(self, spec: BuildSpec, workdir: Path) -> None:
         import openvino as ov

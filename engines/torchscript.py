@@ -26,6 +26,8 @@ class TorchScriptEngine(TorchModuleEngine):
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     # optimize_for_inference may specialise kernels to the traced shapes.
     dynamic_batch: ClassVar[bool] = False
+    # no dynamic_shapes: tracing bakes Python-int shape arithmetic (a KV cache's length,
+    # position offsets) into the graph, so a traced decoder step is only right at one length
     notice: ClassVar[str | None] = ("torchscript: TorchScript is deprecated upstream (FutureWarning "
                                     "in torch 2.14); kept as a reference format")
 
