@@ -7,7 +7,7 @@ this module or collection of the test suite.
 """
 from __future__ import annotations
 
-import importlib
+import importlib.metadata
 import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
@@ -20,6 +20,8 @@ from .spec import DEVICES, INT8_SCHEMES, PRECISIONS, BuildSpec, TransformerHints
 
 #: engine outputs, in the runtime's own types (tensors, OrtValues ...), by output name
 Outputs = dict[str, Any]
+#: distributions that shape what a torch module becomes: the model code and the tensors
+TORCH_LIBRARIES = ("torch", "torchvision", "transformers", "numpy")
 
 
 class EngineError(RuntimeError):
@@ -45,6 +47,9 @@ class Engine(ABC):
     slow: ClassVar[frozenset[tuple[str, str]]] = frozenset()
     #: importable modules this engine needs, checked lazily
     requires: ClassVar[tuple[str, ...]] = ("torch",)
+    #: distributions whose version shapes the artifact (the model code as well as the
+    #: runtime); all of them are in the cache key. Covers ``requires``.
+    artifact_libraries: ClassVar[tuple[str, ...]] = TORCH_LIBRARIES
     #: False when the artifact is specialised to one batch size
     dynamic_batch: ClassVar[bool] = True
     #: True when the engine takes inputs whose non-batch dims vary between calls
@@ -53,6 +58,12 @@ class Engine(ABC):
     dynamic_shapes: ClassVar[bool] = False
     #: printed once in the run summary when the engine was used
     notice: ClassVar[str | None] = None
+    #: True when ``load`` runs ``spec.module`` itself (eager, torch.compile): the module's
+    #: weights are then this engine's memory; False when the artifact stands alone
+    live_module: ClassVar[bool] = False
+    #: how its device memory is measured (fixtures/memory.py): "torch" for engines that allocate
+    #: through PyTorch's caching allocator, "process" for runtimes with their own (NVML)
+    gpu_memory: ClassVar[str] = "torch"
 
     def __init__(self, precision: str, device: str, threads: int | None = None, spin: bool = True) -> None:
         why = self.unsupported_reason(device, precision)
@@ -103,10 +114,14 @@ class Engine(ABC):
 
     @classmethod
     def library_versions(cls) -> dict[str, str]:
-        """Versions of the libraries whose change invalidates an artifact."""
+        """Version of every distribution in ``artifact_libraries`` (package metadata, no
+        import); one that is not installed is recorded as such, so installing it changes the key."""
         out = {}
-        for mod in cls.requires:
-            out[mod] = str(getattr(importlib.import_module(mod), "__version__", "unknown"))
+        for dist in cls.artifact_libraries:
+            try:
+                out[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                out[dist] = "not installed"
         return out
 
     @classmethod

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import BuildSpec, Engine, Outputs
+from .base import TORCH_LIBRARIES, BuildSpec, Engine, Outputs
 
 ARTIFACT = "model.xml"
 HINTS = {"fp32": "f32", "fp16": "f16"}
@@ -23,6 +23,8 @@ class OpenVinoEngine(Engine):
     name: ClassVar[str] = "openvino"
     capabilities: ClassVar[Mapping[str, frozenset[str]]] = {"cpu": frozenset({"fp32"})}
     requires: ClassVar[tuple[str, ...]] = ("torch", "openvino")
+    gpu_memory: ClassVar[str] = "process"  # its own device allocator
+    artifact_libraries: ClassVar[tuple[str, ...]] = (*TORCH_LIBRARIES, "openvino")
     # no dynamic_shapes: the IR is converted with fixed feature dims and run through one
     # preallocated infer request; a decoder's growing KV cache is not wired here
 

@@ -33,6 +33,7 @@ class TorchCompileEngine(TorchModuleEngine):
     # a spec with dynamic axes (a decoder's growing KV cache) compiles with dynamic=True,
     # so the graph is symbolic in those lengths instead of recompiling every step
     dynamic_shapes: ClassVar[bool] = True
+    live_module: ClassVar[bool] = True  # compiles the live module at load
 
     def _compile(self, spec: BuildSpec) -> tuple[Any, float]:
         import torch

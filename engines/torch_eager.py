@@ -19,6 +19,7 @@ class TorchEagerEngine(TorchModuleEngine):
     slow: ClassVar[frozenset[tuple[str, str]]] = frozenset({("cpu", "bf16")})
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     dynamic_shapes: ClassVar[bool] = True
+    live_module: ClassVar[bool] = True  # runs the registry's module: its weights are the engine's
 
     def _build_impl(self, spec: BuildSpec, workdir: Path) -> None:
         # Eager runs the live module: there is nothing to export. The (empty) cache entry

@@ -11,13 +11,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-MIB = 1024 * 1024
+from .memory_charts import memory_by_precision  # noqa: E402,F401  (drawn there, called from cli)
 
 
-def _variant(df: pd.DataFrame) -> pd.Series:
-    """``engine precision``, plus ``@device`` when the runs hold more than one device."""
+def _variant(df: pd.DataFrame, machine: bool = True) -> pd.Series:
+    """``engine precision``, plus ``@device`` when the runs hold more than one device and
+    ``[machine]`` when they come from more than one machine."""
     label = df["engine"] + " " + df["precision"]
-    return label + "@" + df["device"] if df["device"].nunique() > 1 else label
+    label = label + "@" + df["device"] if df["device"].nunique() > 1 else label
+    return label + " [" + df["machine"] + "]" if machine and _several_machines(df) else label
+
+
+def _several_machines(df: pd.DataFrame) -> bool:
+    return "machine" in df and df["machine"].nunique() > 1
+
+
+def _numbers(col: pd.Series) -> np.ndarray:
+    """A column as floats, a missing figure (None: e.g. a p99 from too few samples) as NaN."""
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
 
 
 def _save(fig, out: Path, name: str) -> Path:
@@ -47,12 +58,15 @@ def latency_by_engine(latest: pd.DataFrame, out: Path) -> Path:
         for i, bs in enumerate(sizes):
             sub = df[df["batch_size"] == bs].set_index("variant").reindex(variants)
             x = np.arange(len(variants)) + i * width
-            p50, p99 = sub["p50_s"].to_numpy() * 1e3, sub["p99_s"].to_numpy() * 1e3
+            p50, p99 = _numbers(sub["p50_s"]) * 1e3, _numbers(sub["p99_s"]) * 1e3
             ax.bar(x, p50, width, label=f"bs{bs}")
-            ax.errorbar(x, p50, yerr=[np.zeros_like(p50), np.nan_to_num(p99 - p50)], fmt="none", ecolor="black", capsize=3)
+            has = np.isfinite(p99) & np.isfinite(p50)  # no whisker where the run has no p99
+            if has.any():
+                ax.errorbar(x[has], p50[has], yerr=[np.zeros(has.sum()), p99[has] - p50[has]], fmt="none",
+                            ecolor="black", capsize=3)
         ax.set_xticks(np.arange(len(variants)) + width * (len(sizes) - 1) / 2, variants, rotation=30, ha="right")
         ax.set_yscale("log")
-        ax.set_ylabel("latency p50 [ms] (whisker: p99)")
+        ax.set_ylabel("latency p50 [ms] (whisker: p99,\nnone under 100 samples)")
         ax.set_title(f"{model}: latency by engine and precision")
         ax.legend(title="batch")
         ax.grid(axis="y", alpha=0.3)
@@ -66,7 +80,7 @@ def throughput_vs_batch(latest: pd.DataFrame, out: Path) -> Path:
     for ax, model in zip(axes, models):
         df = latest[latest["model"] == model].assign(variant=lambda d: _variant(d))
         for variant, sub in df.sort_values("batch_size").groupby("variant"):
-            ax.plot(sub["batch_size"], sub["throughput"], marker="o", label=variant)
+            ax.plot(sub["batch_size"], _numbers(sub["throughput"]), marker="o", label=variant)
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(df["batch_size"].unique()), [str(b) for b in sorted(df["batch_size"].unique())])
         ax.set_xlabel("batch size")
@@ -78,42 +92,21 @@ def throughput_vs_batch(latest: pd.DataFrame, out: Path) -> Path:
     return _save(fig, out, "throughput_vs_batch.png")
 
 
-def memory_by_precision(latest: pd.DataFrame, out: Path) -> Path:
-    smallest = latest[latest["batch_size"] == latest.groupby("model")["batch_size"].transform("min")]
-    df = smallest.assign(label=lambda d: d["model"] + "\n" + _variant(d)).sort_values(["model", "engine", "precision"])
-    metrics = [("peak_rss_bytes", "peak host RSS"), ("artifact_bytes", "artifact size")]
-    if df["gpu_max_allocated_bytes"].notna().any():
-        metrics.append(("gpu_max_allocated_bytes", "GPU max allocated"))
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(8, 0.45 * len(df)), 3.4 * len(metrics)), squeeze=False)
-    colors = {"fp32": "tab:blue", "fp16": "tab:orange", "bf16": "tab:green", "int8": "tab:red"}
-    for ax, (col, title) in zip(axes.flat, metrics):
-        # no bar where there is nothing to show (eager and torch.compile keep no artifact file)
-        values = pd.to_numeric(df[col], errors="coerce").where(lambda v: v > 0) / MIB
-        ax.bar(np.arange(len(df)), values, color=[colors.get(p, "gray") for p in df["precision"]])
-        ax.set_xticks(np.arange(len(df)), df["label"], rotation=90, fontsize=7)
-        ax.set_yscale("log")
-        ax.set_ylabel("MiB")
-        ax.set_title(f"{title} by precision (smallest batch; colour = precision)")
-        ax.grid(axis="y", alpha=0.3)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
-    axes.flat[0].legend(handles, list(colors), fontsize=7)
-    fig.tight_layout()
-    return _save(fig, out, "memory_by_precision.png")
-
-
 def speedup_table(latest: pd.DataFrame) -> pd.DataFrame:
-    """Speedup of each engine/precision over eager fp32, per model, device and batch size."""
-    base = latest[(latest["engine"] == "torch") & (latest["precision"] == "fp32")]
-    base = base.set_index(["model", "device", "batch_size"])["p50_s"]
-    keyed = latest.set_index(["model", "device", "batch_size"])
-    speed = base.reindex(keyed.index).to_numpy() / keyed["p50_s"].to_numpy()
+    """Speedup of each case over eager fp32 at the same model, device and batch size, both
+    from one run: ``latest`` comes from ``history.latest_per_machine`` (``baseline_p50_s``
+    is that run's eager p50, NaN when the run has none, and then the speedup is NaN too)."""
+    speed = _numbers(latest["baseline_p50_s"]) / _numbers(latest["p50_s"])
     return latest.assign(speedup=speed, variant=_variant(latest))
 
 
 def speedup_heatmap(latest: pd.DataFrame, out: Path) -> Path:
     table = speedup_table(latest)
     bs = table[table["batch_size"] == table.groupby("model")["batch_size"].transform("min")]
-    grid = bs.pivot_table(index="model", columns="variant", values="speedup", aggfunc="first")
+    bs = bs.assign(row=bs["model"] + (" [" + bs["machine"] + "]" if _several_machines(bs) else ""),
+                   variant=_variant(bs, machine=False))  # one row per model and machine
+    grid = bs.groupby(["row", "variant"])["speedup"].first().unstack()  # keeps an all-NaN (n/a) cell
+    measured = set(zip(bs["row"], bs["variant"]))
     fig, ax = plt.subplots(figsize=(1.2 * grid.shape[1] + 3, 0.6 * grid.shape[0] + 2))
     data = np.log2(grid.to_numpy(dtype=float))
     lim = np.nanmax(np.abs(data)) if np.isfinite(data).any() else 1.0
@@ -121,9 +114,11 @@ def speedup_heatmap(latest: pd.DataFrame, out: Path) -> Path:
     for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
         if np.isfinite(v):
             ax.text(j, i, f"{v:.2f}×", ha="center", va="center", fontsize=8)
+        elif (grid.index[i], grid.columns[j]) in measured:  # measured, but its run has no eager fp32
+            ax.text(j, i, "n/a", ha="center", va="center", fontsize=7, color="gray")
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right")
     ax.set_yticks(range(grid.shape[0]), grid.index)
-    ax.set_title("speedup vs torch eager fp32 (p50, smallest batch; green = faster)")
+    ax.set_title("speedup vs torch eager fp32 of the same run (p50, smallest batch; green = faster)")
     fig.colorbar(im, ax=ax, label="log2 speedup")
     fig.tight_layout()
     return _save(fig, out, "speedup_heatmap.png")
@@ -160,15 +155,21 @@ def load_curves(frame: pd.DataFrame, out: Path) -> Path | None:
     fig, (ax_srv, ax_cc) = plt.subplots(1, 2, figsize=(13, 4.5))
     for _, row in latest[latest["scenario"] == "Server"].iterrows():
         info = row["extra"]
-        trials = sorted(info["trials"], key=lambda t: t["offered_qps"])
-        label = f"{info['model']} {info['engine']} {info['precision']}"
-        line, = ax_srv.plot([t["offered_qps"] for t in trials], [t["p99_s"] * 1e3 for t in trials], marker="o", label=label)
+        # LoadGen trials say target_qps and verdict; runs saved before LoadGen say offered_qps and met
+        trials = sorted(info["trials"], key=lambda t: t.get("target_qps", t.get("offered_qps")))
+        best = info.get("max_valid_qps")
+        label = f"{info['model']} {info['engine']} {info['precision']}" + (f" (max VALID {best:.1f}/s)" if best else "")
+        qps = [t.get("target_qps", t.get("offered_qps")) for t in trials]
+        p99 = [np.nan if t["p99_s"] is None else t["p99_s"] * 1e3 for t in trials]
+        line, = ax_srv.plot(qps, p99, marker="o", label=label)
+        bad = [i for i, t in enumerate(trials) if t.get("verdict", "VALID" if t.get("met") else "INVALID") != "VALID"]
+        ax_srv.scatter([qps[i] for i in bad], [p99[i] for i in bad], marker="x", color="red", zorder=5)
         ax_srv.axhline(info["latency_bound_s"] * 1e3, color=line.get_color(), linestyle=":", linewidth=1)
     ax_srv.set_xscale("log")
     ax_srv.set_yscale("log")
-    ax_srv.set_xlabel("offered load [queries/s] (Poisson)")
-    ax_srv.set_ylabel("p99 latency [ms] (dotted: bound)")
-    ax_srv.set_title("Server scenario: p99 against offered load")
+    ax_srv.set_xlabel("LoadGen target load [queries/s] (Poisson)")
+    ax_srv.set_ylabel("p99 latency [ms] (dotted: bound; red x: INVALID)")
+    ax_srv.set_title("Server scenario (MLPerf LoadGen): p99 against load")
     ax_srv.legend(fontsize=7)
     ax_srv.grid(alpha=0.3)
     for _, row in latest[latest["scenario"] == "Concurrency"].iterrows():
@@ -228,23 +229,26 @@ def accuracy_charts(frame: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def history_trend(frame: pd.DataFrame, regressions: set[tuple[str, str]], out: Path) -> Path:
-    """Median per run for every latency case, small multiples per model; red x = regression."""
+    """Median per run for every latency case, small multiples per model; one line per case and
+    machine (a trend never joins two machines); red x = ``(case, run path)`` in ``regressions``,
+    a regression against the same machine's previous run."""
     df = frame.copy()
-    runs = list(dict.fromkeys(df.sort_values(["datetime", "run"])["run"]))
-    df["run_index"] = df["run"].map({r: i for i, r in enumerate(runs)})
+    runs = list(dict.fromkeys(df.sort_values(["datetime", "run", "path"])["path"]))
+    df["run_index"] = df["path"].map({r: i for i, r in enumerate(runs)})
+    several = _several_machines(df)
     models = sorted(df["model"].unique())
     fig, axes = _grid(len(models))
     for ax, model in zip(axes, models):
-        for case, sub in df[df["model"] == model].sort_values("run_index").groupby("case"):
-            label = case[len(model) + 1:]
+        for (case, machine), sub in df[df["model"] == model].sort_values("run_index").groupby(["case", "machine"]):
+            label = case[len(model) + 1:] + (f" [{machine}]" if several else "")
             ax.plot(sub["run_index"], sub["median_s"] * 1e3, marker=".", label=label, linewidth=1)
-            bad = sub[[(case, r) in regressions for r in sub["run"]]]
+            bad = sub[[(case, r) in regressions for r in sub["path"]]]
             ax.scatter(bad["run_index"], bad["median_s"] * 1e3, marker="x", color="red", s=80, zorder=5)
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("run (oldest → newest)")
         ax.set_ylabel("median [ms]")
-        ax.set_title(f"{model}: history (red × = regression vs previous run)")
+        ax.set_title(f"{model}: history (red × = regression vs the machine's previous run)")
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         ax.grid(alpha=0.3)
     fig.tight_layout()

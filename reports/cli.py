@@ -1,4 +1,5 @@
-"""The ``infermatrix`` console script: ``compare`` (the gate) and ``report`` (charts).
+"""The ``infermatrix`` console script: ``compare`` (the gate), ``ab`` (BASE and NEW in one job,
+alternating, then the gate) and ``report`` (charts).
 
 Exit codes: 0 fine, 1 a regression, 2 a usage or input error. Saved runs are only read.
 """
@@ -8,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .history import InputError, latest_per_case, load_frame
+from .history import InputError, latest_per_case, latest_per_machine, load_frame, runs_by_machine
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
 
@@ -26,6 +27,28 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--markdown", type=Path, help="also write the markdown table to this file")
     cmp_.add_argument("--allow-hardware-mismatch", action="store_true",
                       help="compare runs from different CPUs/GPUs anyway")
+    ab = sub.add_parser("ab", help="benchmark BASE and NEW in one job, alternating blocks, then gate (for CI)",
+                        description="Runs the pytest selection after -- under BASE and NEW (git refs of --repo, "
+                                    "Python interpreters, extra environment variables), alternating blocks of "
+                                    "rounds so machine drift cancels, then applies the compare gate.")
+    for label in ("base", "new"):
+        ab.add_argument(f"--{label}-ref", help=f"git ref of --repo for {label.upper()} (default: the working tree)")
+        ab.add_argument(f"--{label}-python", default=sys.executable,
+                        help=f"Python interpreter of {label.upper()}'s environment (default: this one)")
+        ab.add_argument(f"--{label}-env", action="append", metavar="KEY=VALUE",
+                        help=f"extra environment variable for {label.upper()} (repeatable)")
+    ab.add_argument("--repo", type=Path, default=Path.cwd(), help="the repository holding perf_tests (default: .)")
+    ab.add_argument("--blocks", type=int, default=10, help="alternating blocks per side and case (default 10)")
+    ab.add_argument("--rounds", type=int, default=40, help="timed rounds per block (default 40)")
+    ab.add_argument("--tests", default="perf_tests/test_latency.py", help="the benchmarks to run (default: latency)")
+    ab.add_argument("--out", type=Path, default=Path("ab-runs"),
+                    help="runs are kept in a new folder under this one (default ab-runs; not the history dir)")
+    ab.add_argument("--threshold", default="median=5%", help="per-metric thresholds (default median=5%%)")
+    ab.add_argument("--alpha", type=float, default=0.01, help="significance level of the Mann-Whitney U test")
+    ab.add_argument("--markdown", type=Path, help="also write the markdown table to this file")
+    ab.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for a worker's block (default 3600)")
+    ab.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                    help="after --: the selection, e.g. -- --models resnet50 --engines onnxruntime --batch-sizes 1")
     rep = sub.add_parser("report", help="charts and summary.md from saved runs")
     rep.add_argument("runs", nargs="+", help="run JSON files and/or storage directories")
     rep.add_argument("--out", type=Path, required=True, help="directory for the PNGs and summary.md")
@@ -33,13 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    return gate(args.base, args.new, args)
+
+
+def gate(base_path, new_path, args: argparse.Namespace) -> int:
+    """The statistical gate between two sets of saved runs; prints (and writes) the markdown table."""
     from .gate import compare_frames, parse_thresholds, to_markdown
     thresholds = parse_thresholds(args.threshold)
-    base_frame, new_frame = load_frame([args.base]), load_frame([args.new])
-    base_hw, new_hw = base_frame["machine"].iloc[-1], new_frame["machine"].iloc[-1]
-    if base_hw != new_hw and not args.allow_hardware_mismatch:
-        raise InputError(f"refusing to compare different hardware: base ran on {base_hw!r}, new on {new_hw!r} "
-                         "(pass --allow-hardware-mismatch to compare anyway)")
+    base_frame, new_frame = load_frame([base_path]), load_frame([new_path])
+    # every run on each side, not the last one: a storage dir may hold several machines
+    base_hw, new_hw = sorted(set(base_frame["machine"])), sorted(set(new_frame["machine"]))
+    if len(set(base_hw) | set(new_hw)) > 1 and not getattr(args, "allow_hardware_mismatch", False):
+        raise InputError("refusing to compare different hardware: base ran on "
+                         f"{', '.join(map(repr, base_hw))}, new on {', '.join(map(repr, new_hw))} "
+                         "(every run must come from one machine; pass --allow-hardware-mismatch to compare anyway)")
     base, new = latest_per_case(base_frame), latest_per_case(new_frame)
     if not set(base.index) & set(new.index):
         raise InputError(f"no case appears in both runs (base has {len(base)}, new has {len(new)})")
@@ -47,16 +77,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not any(r.tested for r in results if r.change):
         print("warning: the runs hold no raw samples (save with --benchmark-save-data); "
               "this is a threshold-only comparison", file=sys.stderr)
-    text = to_markdown(results, thresholds, args.alpha, str(args.base), str(args.new))
+    text = to_markdown(results, thresholds, args.alpha, str(base_path), str(new_path))
     print(text)
     if args.markdown:
         args.markdown.write_text(text)
     return EXIT_REGRESSION if any(r.verdict == "slower" for r in results) else EXIT_OK
 
 
+def cmd_ab(args: argparse.Namespace) -> int:
+    from .ab import Side, parse_env, run_ab
+    from .gate import parse_thresholds
+    parse_thresholds(args.threshold)  # a bad threshold fails before minutes of benchmarking
+    if args.rounds < 1:
+        raise InputError(f"--rounds {args.rounds}: expected >= 1")
+    selection = [a for a in args.pytest_args if a != "--"]
+    sides = [Side(label, getattr(args, f"{label}_ref"), getattr(args, f"{label}_python"),
+                  parse_env(getattr(args, f"{label}_env"), label)) for label in ("base", "new")]
+    worker_args = [args.tests, *selection, "--latency-rounds", str(args.rounds), "--benchmark-disable-gc",
+                   "--no-engine-memory"]
+    base, new, out = run_ab(sides[0], sides[1], worker_args, args.blocks, args.out, args.repo.resolve(), args.timeout)
+    print(f"BASE: {sides[0].describe()}\nNEW:  {sides[1].describe()}\nruns and worker logs: {out}\n")
+    return gate(base, new, args)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from . import charts, scenario_charts
-    from .gate import DEFAULT_THRESHOLDS, compare_frames
     from .summary import summary_markdown
     frame = load_frame(args.runs)
     latency = frame[frame["is_latency"]].astype({"batch_size": int})
@@ -69,22 +114,31 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"wrote {', '.join(p.name for p in made)} to {args.out}")
         return EXIT_OK
     out = _out_dir(args.out)
-    latest = latest_per_case(latency).reset_index()
-    runs = list(dict.fromkeys(latency["run"]))
-    regressions = set()
-    for prev, cur in zip(runs, runs[1:]):  # each run against the one before it
-        a = latest_per_case(latency[latency["run"] == prev])
-        b = latest_per_case(latency[latency["run"] == cur])
-        regressions |= {(r.case, cur) for r in compare_frames(a, b, DEFAULT_THRESHOLDS, 0.01) if r.verdict == "slower"}
+    # per machine, each case from the newest run holding it, its baseline from that same run
+    latest = latest_per_machine(latency)
+    regressions = trend_regressions(latency)
     made = [charts.latency_by_engine(latest, out), charts.throughput_vs_batch(latest, out),
             charts.memory_by_precision(latest, out), charts.speedup_heatmap(latest, out),
             charts.cpu_vs_gpu(latest, out), charts.history_trend(latency, regressions, out),
             charts.load_curves(frame, out), *charts.accuracy_charts(frame, out),
             scenario_charts.generation_chart(frame, out), scenario_charts.pipeline_chart(frame, out)]
     names = [p.name for p in made if p is not None]
-    (out / "summary.md").write_text(summary_markdown(latest.set_index("case", drop=False), runs, names))
+    (out / "summary.md").write_text(summary_markdown(latest, latency["path"].nunique(), names))
     print(f"wrote {len(names)} charts and summary.md to {out}")
     return EXIT_OK
+
+
+def trend_regressions(latency) -> set[tuple[str, str]]:
+    """``(case, run path)`` for each case slower than in the previous run **of the same
+    machine** (the default gate); runs of different machines are never compared."""
+    from .gate import DEFAULT_THRESHOLDS, compare_frames
+    out = set()
+    for paths in runs_by_machine(latency).values():
+        for prev, cur in zip(paths, paths[1:]):
+            a = latest_per_case(latency[latency["path"] == prev])
+            b = latest_per_case(latency[latency["path"] == cur])
+            out |= {(r.case, cur) for r in compare_frames(a, b, DEFAULT_THRESHOLDS, 0.01) if r.verdict == "slower"}
+    return out
 
 
 def _out_dir(out: Path) -> Path:
@@ -97,7 +151,7 @@ def _out_dir(out: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return cmd_compare(args) if args.command == "compare" else cmd_report(args)
+        return {"compare": cmd_compare, "ab": cmd_ab, "report": cmd_report}[args.command](args)
     except InputError as exc:
         print(f"infermatrix: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -3,7 +3,8 @@
 A case regresses only when its slowdown is both significant (one-sided Mann-Whitney U on
 the raw per-round samples, p < alpha) and larger than the metric's threshold. Without raw
 samples (runs saved without --benchmark-save-data) the gate falls back to the thresholds
-alone and says so.
+alone and says so. A threshold is applied only to a metric both sides recorded: a p99 is
+null below 100 samples, and then the case's row says "p99 not gated" and why.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class CaseResult:
     p_faster: float | None = None
     reasons: tuple[str, ...] = ()
     tested: bool = False                        # False: threshold-only (no raw samples)
+    notes: tuple[str, ...] = ()                 # thresholds not applied, and why
 
 
 def _relative_changes(base: pd.Series, new: pd.Series) -> dict[str, float]:
@@ -61,6 +63,20 @@ def _num(x) -> bool:
     return x is not None and not (isinstance(x, float) and math.isnan(x)) and x > 0
 
 
+_COLUMN = {"median": "median_s", "p99": "p99_s", "throughput": "throughput"}
+
+
+def _not_gated(metric: str, base: pd.Series, new: pd.Series) -> str:
+    """Why a threshold was not applied: a side lacks the metric (a p99 needs 100 samples)."""
+    col = _COLUMN[metric]
+    why = []
+    for side, row in (("base", base), ("new", new)):
+        if not _num(row.get(col)):
+            note = (row.get("notes") or {}).get(col) if isinstance(row.get("notes"), dict) else None
+            why.append(f"{side} has no {metric} ({note or 'not recorded'})")
+    return f"{metric} not gated: {'; '.join(why)}"
+
+
 def compare_case(case: str, base: pd.Series, new: pd.Series, thresholds: dict[str, float],
                  alpha: float) -> CaseResult:
     change = _relative_changes(base, new)
@@ -75,8 +91,9 @@ def compare_case(case: str, base: pd.Series, new: pd.Series, thresholds: dict[st
     faster = [f"{m} {change[m]:.1%}" for m, t in thresholds.items()
               if m in change and change[m] < -t and (not tested or p_faster < alpha)]
     verdict = "slower" if slower else "faster" if faster else "unchanged"
+    notes = tuple(_not_gated(m, base, new) for m in thresholds if m not in change)
     return CaseResult(case, verdict, float(base["median_s"]), float(new["median_s"]), change,
-                      p_slower, p_faster, tuple(slower or faster), tested)
+                      p_slower, p_faster, tuple(slower or faster), tested, notes)
 
 
 def compare_frames(base: pd.DataFrame, new: pd.DataFrame, thresholds: dict[str, float],
@@ -110,9 +127,10 @@ def to_markdown(results: list[CaseResult], thresholds: dict[str, float], alpha: 
         ch = r.change or {}
         lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
             r.case, icon[r.verdict], _ms(r.base_median), _ms(r.new_median),
-            f"{ch['median']:+.1%}" if "median" in ch else "", f"{ch['p99']:+.1%}" if "p99" in ch else "",
+            f"{ch['median']:+.1%}" if "median" in ch else "",
+            f"{ch['p99']:+.1%}" if "p99" in ch else ("n/a" if r.change else ""),
             f"{r.p_slower:.2g}" if r.p_slower is not None else ("n/a (no samples)" if r.change else ""),
-            "; ".join(r.reasons)))
+            "; ".join((*r.reasons, *r.notes))))
     return "\n".join(lines) + "\n"
 
 

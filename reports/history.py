@@ -11,6 +11,9 @@ import pandas as pd
 from .hardware import hardware_id
 
 CASE_FIELDS = ("model", "engine", "precision", "batch_size", "device")
+MEMORY_FIELDS = ("load_rss_bytes", "run_peak_rss_bytes", "gpu_peak_bytes")
+#: what every speedup divides by (as the runs name it; reports/ reads JSON and imports no engine)
+BASELINE = {"engine": "torch", "precision": "fp32"}
 
 
 class InputError(Exception):
@@ -82,20 +85,42 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
                 "is_latency": is_latency(bench),
                 **{k: info.get(k) for k in CASE_FIELDS},
                 "median_s": stats["median"], "mean_s": stats.get("mean"), "rounds": stats.get("rounds"),
-                "p50_s": info.get("p50_s", stats["median"]), "p90_s": info.get("p90_s"),
-                "p99_s": info.get("p99_s", stats.get("max")),
+                # the median is p50; a p90/p99 the run did not record stays missing (a run
+                # records null below 100 samples): the max of 40 rounds is no p99
+                "p50_s": stats["median"] if info.get("p50_s") is None else info["p50_s"],
+                "p90_s": info.get("p90_s"), "p99_s": info.get("p99_s"),
+                "notes": info.get("percentile_notes") or {},
                 "throughput": info.get("throughput_items_per_s"),
-                "peak_rss_bytes": info.get("peak_rss_bytes"),
-                "gpu_max_allocated_bytes": info.get("gpu_max_allocated_bytes"),
+                # per engine, measured in isolation (fixtures/memory.py); None in runs saved
+                # before it existed or with --no-engine-memory
+                **{k: info.get(k) for k in MEMORY_FIELDS},
                 "artifact_bytes": info.get("artifact_bytes"), "equivalence": info.get("equivalence"),
                 "samples": stats.get("data"), "scenario": info.get("scenario"), "extra": info,
             })
     frame = pd.DataFrame(rows)
     if frame.empty:
         raise InputError(f"no benchmarks in {', '.join(map(str, paths))}")
-    return frame.sort_values(["datetime", "run"], kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(["datetime", "run", "path"], kind="stable").reset_index(drop=True)
+    frame["run_seq"] = pd.factorize(frame["path"])[0]  # 0 = oldest run file
+    return frame
 
 
 def latest_per_case(frame: pd.DataFrame) -> pd.DataFrame:
     """The most recent row for each case (runs ordered by their datetime)."""
     return frame.groupby("case", sort=True).tail(1).set_index("case")
+
+
+def latest_per_machine(frame: pd.DataFrame) -> pd.DataFrame:
+    """For each machine and case the row of the newest run that holds the case, with
+    ``baseline_p50_s``: eager fp32's p50 at the same model, device and batch **from that same
+    run file** (NaN when that run has none: a speedup is never borrowed from another run)."""
+    latest = frame.groupby(["machine", "case"], sort=True).tail(1)
+    base = frame[(frame["engine"] == BASELINE["engine"]) & (frame["precision"] == BASELINE["precision"])]
+    base = base.groupby(["path", "model", "device", "batch_size"])["p50_s"].last()
+    keys = pd.MultiIndex.from_frame(latest[["path", "model", "device", "batch_size"]])
+    return latest.assign(baseline_p50_s=base.reindex(keys).to_numpy(dtype=float)).reset_index(drop=True)
+
+
+def runs_by_machine(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Each machine's run files (paths), oldest first: what a history trend may compare."""
+    return {m: list(dict.fromkeys(sub.sort_values("run_seq")["path"])) for m, sub in frame.groupby("machine")}

@@ -26,10 +26,14 @@ def generation_chart(frame: pd.DataFrame, out: Path) -> Path | None:
     ax_tps.set_xlabel("decode tokens/s (median over runs; higher is better)")
     ax_tps.set_yticks(y, labels, fontsize=7)
     ax_tps.invert_yaxis()
-    ttft = np.array([i["ttft_p50_s"] for i in rows]) * 1e3
-    err = np.array([i["ttft_p99_s"] for i in rows]) * 1e3 - ttft
-    ax_ttft.barh(y, ttft, xerr=[np.zeros_like(err), err], color="tab:orange", capsize=2)
-    ax_ttft.set_xlabel("time to first token [ms] (p50, whisker to p99)")
+    ttft = np.array([i["ttft_p50_s"] for i in rows], dtype=float) * 1e3
+    p99 = np.array([i.get("ttft_p99_s") for i in rows], dtype=float) * 1e3  # None (under 100 runs) -> NaN
+    ax_ttft.barh(y, ttft, color="tab:orange")
+    has = np.isfinite(p99)  # no whisker where the run has no p99
+    if has.any():
+        ax_ttft.errorbar(ttft[has], y[has], xerr=[np.zeros(has.sum()), p99[has] - ttft[has]], fmt="none",
+                         ecolor="black", capsize=2)
+    ax_ttft.set_xlabel("time to first token [ms] (p50, whisker to p99; none under 100 runs)")
     for ax in (ax_tps, ax_ttft):
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"Token generation: greedy with a KV cache, batch {rows[0]['batch_size']}")
@@ -51,7 +55,9 @@ def pipeline_chart(frame: pd.DataFrame, out: Path) -> Path | None:
         values = np.array([i[f"{stage}_p50_s"] for i in rows]) * 1e3
         ax.bar(x, values, bottom=bottom, label=stage)
         bottom += values
-    ax.scatter(x, [i["e2e_p99_s"] * 1e3 for i in rows], marker="_", s=300, color="black", label="end-to-end p99", zorder=3)
+    p99 = np.array([i.get("e2e_p99_s") for i in rows], dtype=float) * 1e3  # None (under 100 runs): no mark
+    if np.isfinite(p99).any():
+        ax.scatter(x, p99, marker="_", s=300, color="black", label="end-to-end p99", zorder=3)
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("latency [ms]")
     ax.set_title("Image -> caption pipeline: stage breakdown per run mode (p50)")

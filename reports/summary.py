@@ -1,27 +1,77 @@
-"""The markdown summary: speedups, equivalence status and the best engine per model."""
+"""The markdown summary: speedups, equivalence status and the best engine per model.
+
+Every row says which run file it comes from; every speedup divides two cases of that one run
+(eager fp32 at the same model, device and batch), and a run without that baseline shows n/a.
+"""
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 
 from .charts import speedup_table
+from .memory_charts import memory_section
 
 
-def summary_markdown(latest: pd.DataFrame, runs: list[str], charts: list[str]) -> str:
-    table = speedup_table(latest)
-    lines = ["# infermatrix summary", "", f"Runs read: {len(runs)} (latest: `{runs[-1]}`)", ""]
-    lines += ["## Best engine per model", "",
-              "| model | device | batch | best (passing equivalence) | p50 | speedup vs eager fp32 |",
-              "|---|---|---:|---|---:|---:|"]
-    passing = table[table["equivalence"] == "pass"]
-    for (model, device, bs), sub in passing.groupby(["model", "device", "batch_size"]):
-        best = sub.loc[sub["p50_s"].idxmin()]
-        lines.append(f"| {model} | {device} | {bs} | {best['engine']} {best['precision']} | "
-                     f"{best['p50_s'] * 1e3:.3f} ms | {best['speedup']:.2f}× |")
-    lines += ["", "## All cases", "", "| case | p50 | p99 | throughput | speedup | equivalence |",
-              "|---|---:|---:|---:|---:|---|"]
-    for case, row in table.sort_values(["model", "device", "batch_size", "engine", "precision"]).iterrows():
-        lines.append(f"| {row['case'] if 'case' in row else case} | {row['p50_s'] * 1e3:.3f} ms | "
-                     f"{(row['p99_s'] or 0) * 1e3:.3f} ms | {row['throughput']:.1f}/s | {row['speedup']:.2f}× | "
-                     f"{row['equivalence']} |")
-    lines += ["", "## Charts", ""] + [f"![{c}]({c})" for c in charts]
+def _ms(x) -> str:
+    return "n/a" if _missing(x) else f"{x * 1e3:.3f} ms"
+
+
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _speedup(x) -> str:
+    return "n/a" if _missing(x) else f"{x:.2f}×"
+
+
+def _p99(row: pd.Series) -> str:
+    if not _missing(row["p99_s"]):
+        return _ms(row["p99_s"])
+    notes = row.get("notes") if isinstance(row.get("notes"), dict) else {}
+    return f"n/a ({notes['p99_s']})" if notes.get("p99_s") else "n/a"
+
+
+def best_engines(table: pd.DataFrame) -> list[pd.Series]:
+    """Per model, device and batch: the fastest passing case of the newest run that holds
+    that group, so the engines compared were measured side by side."""
+    out = []
+    for _, group in table.groupby(["model", "device", "batch_size"]):
+        newest = group[group["run_seq"] == group["run_seq"].max()]
+        passing = newest[newest["equivalence"] == "pass"]
+        if not passing.empty:
+            out.append(passing.loc[passing["p50_s"].idxmin()])
+    return out
+
+
+def _machine_section(table: pd.DataFrame) -> list[str]:
+    lines = ["| run | datetime | cases |", "|---|---|---:|"]
+    for (run, when), sub in table.groupby(["run", "datetime"], sort=False):
+        lines.append(f"| `{run}` | {when} | {len(sub)} |")
+    lines += ["", "### Best engine per model", "",
+              "| model | device | batch | best (passing equivalence) | p50 | speedup vs eager fp32 | run |",
+              "|---|---|---:|---|---:|---:|---|"]
+    for best in best_engines(table):
+        lines.append(f"| {best['model']} | {best['device']} | {best['batch_size']} | {best['engine']} "
+                     f"{best['precision']} | {_ms(best['p50_s'])} | {_speedup(best['speedup'])} | `{best['run']}` |")
+    lines += ["", "### All cases", "", "| case | p50 | p99 | throughput | speedup | equivalence | run |",
+              "|---|---:|---:|---:|---:|---|---|"]
+    for _, row in table.sort_values(["model", "device", "batch_size", "engine", "precision"]).iterrows():
+        tput = "n/a" if _missing(row["throughput"]) else f"{row['throughput']:.1f}/s"
+        lines.append(f"| {row['case']} | {_ms(row['p50_s'])} | {_p99(row)} | {tput} | {_speedup(row['speedup'])} | "
+                     f"{row['equivalence']} | `{row['run']}` |")
+    return lines
+
+
+def summary_markdown(latest: pd.DataFrame, runs_read: int, charts: list[str]) -> str:
+    """``latest`` from ``history.latest_per_machine``: per machine, each case's newest run."""
+    table = speedup_table(latest).sort_values("run_seq", kind="stable")
+    lines = ["# infermatrix summary", "",
+             f"Runs read: {runs_read}. Per machine, each case comes from the newest run that holds it; "
+             "its speedup divides eager fp32's p50 **from that same run** by its own (n/a when that run "
+             "has no eager fp32 at the same model, device and batch). A p99 needs at least 100 samples.", ""]
+    for machine, sub in table.groupby("machine", sort=True):
+        lines += [f"## Machine: {machine}", ""] + _machine_section(sub) + [""]
+    lines += memory_section(latest)
+    lines += ["## Charts", ""] + [f"![{c}]({c})" for c in charts]
     return "\n".join(lines) + "\n"

@@ -45,10 +45,31 @@ def test_key_changes_when_any_component_changes(field):
 def test_key_is_stable_and_covers_library_versions():
     fields = key_fields(BASE_CASE)
     assert cache_key(fields) == cache_key(key_fields(BASE_CASE))
-    assert set(fields["versions"]) == {"torch", "onnx", "onnxruntime"}
+    assert {"torch", "torchvision", "transformers", "numpy", "onnx", "onnxscript", "onnxruntime"} <= set(fields["versions"])
     assert fields["batch_profile"] == "dynamic"
     fixed = key_fields(Case("tiny-cnn", "torchscript", "fp32", 8, "cpu"))
     assert fixed["batch_profile"] == 8
+    assert {"torch", "torchvision", "transformers"} <= set(fixed["versions"]) and "onnx" not in fixed["versions"]
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_key_changes_when_transformers_changes(monkeypatch, engine):
+    """transformers shapes the module every engine builds from, though no engine requires it."""
+    import importlib.metadata as md
+    case = Case("tiny-cnn", engine, "fp32", 1, "cpu")
+    before = cache_key(key_fields(case))
+    real = md.version
+    monkeypatch.setattr(md, "version", lambda dist: "0.0.1-other" if dist == "transformers" else real(dist))
+    after = key_fields(case)
+    assert after["versions"]["transformers"] == "0.0.1-other"
+    assert cache_key(after) != before
+
+
+def test_artifact_libraries_cover_what_each_engine_requires():
+    from engines import ENGINES
+    for name, cls in ENGINES.items():
+        assert set(cls.requires) <= set(cls.artifact_libraries), name
+        assert set(cls.library_versions()) == set(cls.artifact_libraries), name
 
 
 def test_weights_digest_follows_the_weights():

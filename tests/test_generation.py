@@ -121,6 +121,11 @@ def test_figures_are_percentiles_and_rates():
     assert fig["ttft_p50_s"] == pytest.approx(0.2) and fig["tpot_p50_s"] == pytest.approx(0.02)
     assert fig["decode_tokens_per_s"] == pytest.approx(50.0) and fig["new_tokens"] == 3
     assert fig["e2e_tokens_per_s"] == pytest.approx(np.median([3 / 0.14, 3 / 0.34]))
+    # 2 runs, 4 steps: no p99 and no p90 from so few samples, each null with its reason
+    assert fig["ttft_p99_s"] is None and fig["tpot_p90_s"] is None and fig["tpot_p99_s"] is None
+    assert fig["percentile_notes"] == {"ttft_p99_s": "p99 needs >= 100 samples; 2 were taken",
+                                       "tpot_p90_s": "p90 needs >= 10 samples; 4 were taken",
+                                       "tpot_p99_s": "p99 needs >= 100 samples; 4 were taken"}
 
 
 def test_decoders_are_planned_only_on_dynamic_shape_engines():

@@ -10,7 +10,7 @@ import torch
 
 from fixtures import vl_export
 from fixtures.cli import main as cli_main
-from fixtures.pipeline import make_test_image, original_runner
+from fixtures.pipeline import CaptionRun, make_test_image, original_runner, pipeline_figures
 from fixtures.vl_scripts.preprocess import preprocess
 from fixtures.vlm import PIPELINES, VisionLanguageModel, load_lm, load_vision, save_checkpoint
 
@@ -98,3 +98,13 @@ def test_bad_pipeline_and_checkpoint_are_named(tmp_path, capsys):
     args = ["export", "--pipeline", "tiny-vl", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "o")]
     assert cli_main(args) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_pipeline_figures_report_no_p99_from_few_runs():
+    import numpy as np
+    stages = ("preprocess", "vision", "prefill", "decode")
+    runs = [CaptionRun(np.zeros((1, 4)), np.zeros(3), {s: 0.001 * (i + 1) for s in stages}) for i in range(12)]
+    fig = pipeline_figures(runs)
+    assert fig["e2e_p50_s"] == pytest.approx(0.026) and fig["e2e_p90_s"] is not None
+    assert fig["e2e_p99_s"] is None
+    assert fig["percentile_notes"] == {"e2e_p99_s": "p99 needs >= 100 samples; 12 were taken"}

@@ -6,7 +6,8 @@ import json
 import pytest
 
 FIELDS = {"model", "engine", "precision", "batch_size", "device", "p50_s", "p90_s", "p99_s",
-          "throughput_items_per_s", "peak_rss_bytes", "artifact_bytes", "build_seconds",
+          "throughput_items_per_s", "load_rss_bytes", "run_peak_rss_bytes", "gpu_peak_bytes",
+          "memory_method", "artifact_bytes", "build_seconds",
           "equivalence", "flops", "gflops_per_s"}
 
 
@@ -36,9 +37,17 @@ def test_latency_benchmarks_record_extra_info_and_a_warm_run_builds_nothing(pyte
         info = bench["extra_info"]
         assert FIELDS <= set(info), FIELDS - set(info)
         assert info["equivalence"] == "pass"
-        assert info["p50_s"] <= info["p90_s"] <= info["p99_s"]
+        # 7 rounds: a p50, but no p90 (needs 10) and no p99 (needs 100), each with its reason
+        assert info["p50_s"] > 0 and info["p90_s"] is None and info["p99_s"] is None
+        assert info["percentile_notes"] == {"p90_s": "p90 needs >= 10 samples; 7 were taken",
+                                            "p99_s": "p99 needs >= 100 samples; 7 were taken"}
+        assert info["throughput_items_per_s"] == pytest.approx(2 / bench["stats"]["mean"])
         assert info["rounds"] == 7 and bench["stats"]["rounds"] == 7
         assert bench["group"] == "tiny-cnn-bs2-cpu"
+        # this engine's memory, from its own subprocess (fixtures/memory.py), not the test process's
+        assert "memory_error" not in info, info["memory_error"]
+        assert info["load_rss_bytes"] > 0 and info["run_peak_rss_bytes"] >= 0 and info["gpu_peak_bytes"] is None
+        assert "peak_rss_bytes" not in info and "gpu_max_allocated_bytes" not in info
     libs = data["machine_info"]["infermatrix"]["libraries"]
     assert {"torch", "onnxruntime", "onnx"} <= set(libs)
     second = run(pytester, repo_root, cache)
@@ -74,3 +83,15 @@ def test_cache_location_and_clear(pytester, repo_root, tmp_path, monkeypatch, en
     assert result.ret == 0
     assert not (cache / "stale-engine").exists()
     assert cache.is_dir() and not any(cache.iterdir())
+
+
+def test_no_engine_memory_records_null_memory_fields(pytester, repo_root, tmp_path):
+    result = pytester.runpytest_subprocess(
+        str(repo_root / "perf_tests" / "test_latency.py"), "--models", "tiny-cnn", "--engines", "torch",
+        "--batch-sizes", "1", "--latency-rounds", "3", "--engine-cache", str(tmp_path / "c"), "--no-engine-memory",
+        "--benchmark-json", str(tmp_path / "off.json"), "-p", "no:cacheprovider")
+    assert result.ret == 0, result.stdout.str()
+    [bench] = json.loads((tmp_path / "off.json").read_text())["benchmarks"]
+    info = bench["extra_info"]
+    assert info["load_rss_bytes"] is None and info["run_peak_rss_bytes"] is None and info["gpu_peak_bytes"] is None
+    assert info["memory_method"] == "not measured (--no-engine-memory)"

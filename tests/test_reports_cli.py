@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reports.cli import main
+from reports.charts import speedup_table
+from reports.cli import main, trend_regressions
+from reports.history import latest_per_machine, load_frame
 from tests.runs import bench, write_run
 
 
@@ -124,8 +126,8 @@ def test_report_draws_load_curves_from_scenario_runs(tmp_path):
                 "extra_info": {"model": "tiny-cnn", "engine": "torch", "precision": "fp32", "device": "cpu",
                                "scenario": scenario, **extra}}
     run = write_run(tmp_path / "load.json", [
-        load_bench("Server", {"latency_bound_s": 0.01, "max_qps_within_bound": 100.0, "trials": [
-            {"offered_qps": q, "p99_s": p, "achieved_qps": q, "met": p <= 0.01}
+        load_bench("Server", {"latency_bound_s": 0.01, "max_valid_qps": 100.0, "trials": [
+            {"target_qps": q, "p99_s": p, "achieved_qps": q, "verdict": "VALID" if p <= 0.01 else "INVALID"}
             for q, p in ((50, 0.004), (100, 0.008), (200, 0.05))]}),
         load_bench("Concurrency", {"levels": [{"concurrency": c, "throughput_qps": 100.0 * c, "stable": True}
                                               for c in (1, 2, 4)]})])
@@ -167,3 +169,79 @@ def test_report_draws_generation_and_pipeline_charts(tmp_path):
     assert main(["report", str(write_run(tmp_path / "scen.json", benches)), "--out", str(out)]) == 0
     for name in ("generation.png", "pipeline_stages.png"):
         assert (out / name).stat().st_size > 1000
+
+
+def test_history_never_uses_max_for_a_missing_p99(tmp_path):
+    few = list(np.random.default_rng(0).normal(1e-3, 1e-4, 40))   # 40 rounds: no p99
+    run = write_run(tmp_path / "r.json", [bench(samples=few), bench(engine="onnxruntime", samples=few)])
+    frame = load_frame([run])
+    assert frame["p99_s"].isna().all() and not (frame["p99_s"] == max(few)).any()
+    assert frame["p50_s"].tolist() == pytest.approx([float(np.median(few))] * 2)  # p50 is the median
+    assert frame["notes"][0]["p99_s"] == "p99 needs >= 100 samples; 40 were taken"
+    out = tmp_path / "charts"
+    assert main(["report", str(run), "--out", str(out)]) == 0        # charts cope with a null p99
+    summary = (out / "summary.md").read_text()
+    assert "| n/a (p99 needs >= 100 samples; 40 were taken) |" in summary
+
+
+def _two_runs_baseline_only_in_the_older(runs: Path) -> tuple[Path, Path]:
+    old = write_run(runs / "0001_old.json", [bench(median=2e-3, seed=1), bench(engine="onnxruntime", median=1e-3,
+                                                                               seed=2)])
+    new = write_run(runs / "0002_new.json", [bench(engine="onnxruntime", samples=[5e-4] * 150)],
+                    when="2026-11-26T00:00:00")
+    return old, new
+
+
+def test_speedup_is_never_borrowed_from_another_run(tmp_path):
+    runs = tmp_path / "runs"
+    _two_runs_baseline_only_in_the_older(runs)
+    latest = latest_per_machine(load_frame([runs])).set_index("case")
+    # onnxruntime's newest row is from 0002, which has no eager fp32: no speedup (not 2e-3/5e-4 = 4x)
+    assert latest.loc["tiny-cnn-onnxruntime-fp32-bs1-cpu", "run"] == "0002_new.json"
+    assert np.isnan(latest.loc["tiny-cnn-onnxruntime-fp32-bs1-cpu", "baseline_p50_s"])
+    assert latest.loc["tiny-cnn-torch-fp32-bs1-cpu", "run"] == "0001_old.json"
+    out = tmp_path / "charts"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    row = next(line for line in summary.splitlines() if line.startswith("| tiny-cnn-onnxruntime-fp32-bs1-cpu |"))
+    assert "| n/a |" in row and "`0002_new.json`" in row and "4.00×" not in summary
+    # best engine: compared within the newest run only (0002 holds just onnxruntime)
+    assert "| tiny-cnn | cpu | 1 | onnxruntime fp32 | 0.500 ms | n/a | `0002_new.json` |" in summary
+
+
+def test_speedup_divides_two_cases_of_the_same_run(tmp_path):
+    runs = tmp_path / "runs"
+    old, _ = _two_runs_baseline_only_in_the_older(runs)
+    write_run(runs / "0003_newest.json", [bench(median=4e-3, seed=4), bench(engine="onnxruntime", median=1e-3, seed=5)],
+              when="2026-11-27T00:00:00")
+    table = speedup_table(latest_per_machine(load_frame([runs]))).set_index("case")
+    assert table.loc["tiny-cnn-onnxruntime-fp32-bs1-cpu", "speedup"] == pytest.approx(4.0, rel=0.02)
+    assert table.loc["tiny-cnn-torch-fp32-bs1-cpu", "speedup"] == pytest.approx(1.0)
+
+
+def test_compare_refuses_a_side_that_mixes_hardware(tmp_path, capsys):
+    base = tmp_path / "base"
+    write_run(base / "0001.json", [bench(seed=1)], cpu="AMD EPYC")
+    write_run(base / "0002.json", [bench(seed=2)], cpu="Intel Xeon", when="2026-11-26T00:00:00")
+    new = write_run(tmp_path / "new.json", [bench(seed=3)], cpu="Intel Xeon", when="2026-11-27T00:00:00")
+    # the last base run matches new's machine; the older one does not
+    assert main(["compare", str(base), str(new)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to compare different hardware" in err and "'AMD EPYC'" in err and "'Intel Xeon'" in err
+    assert main(["compare", str(base), str(new), "--allow-hardware-mismatch"]) == 0
+
+
+def test_trends_compare_each_run_with_the_same_machines_previous_run(tmp_path):
+    runs = tmp_path / "runs"
+    a1 = write_run(runs / "a" / "0001.json", [bench(median=1e-3, seed=1)], cpu="fast", when="2026-11-21T00:00:00")
+    b1 = write_run(runs / "b" / "0001.json", [bench(median=3e-3, seed=2)], cpu="slow", when="2026-11-22T00:00:00")
+    a2 = write_run(runs / "a" / "0002.json", [bench(median=1e-3, seed=3)], cpu="fast", when="2026-11-23T00:00:00")
+    b2 = write_run(runs / "b" / "0002.json", [bench(median=6e-3, seed=4)], cpu="slow", when="2026-11-24T00:00:00")
+    latency = load_frame([runs])
+    # interleaved by time, machine b's run is 3x a's: no regression; b2 is 2x b1: a regression
+    assert trend_regressions(latency) == {("tiny-cnn-torch-fp32-bs1-cpu", str(b2))}
+    assert {str(a1), str(b1), str(a2)}.isdisjoint(r for _, r in trend_regressions(latency))
+    out = tmp_path / "charts"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "## Machine: fast" in summary and "## Machine: slow" in summary

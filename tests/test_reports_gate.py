@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reports.gate import compare_case, parse_thresholds
+from reports.gate import compare_case, parse_thresholds, to_markdown
 from reports.history import InputError
 
 
@@ -75,3 +75,18 @@ def test_thresholds_parse_with_decimals(text, expected):
 def test_bad_thresholds_are_input_errors(bad):
     with pytest.raises(InputError, match="does not parse"):
         parse_thresholds(bad)
+
+
+def test_p99_is_not_gated_when_a_side_has_no_p99_and_the_table_says_why():
+    base, new = row(noisy(1e-3, seed=7)), row(noisy(1e-3, seed=8))
+    base["samples"] = new["samples"] = None              # threshold-only: the thresholds alone decide
+    new["p99_s"] = 5e-3                                  # a p99 five times base's ...
+    base["p99_s"], base["notes"] = None, {"p99_s": "p99 needs >= 100 samples; 40 were taken"}  # ... but base has none
+    r = compare_case("c", base, new, {"median": 0.10, "p99": 0.15}, 0.01)
+    assert r.verdict == "unchanged" and "p99" not in r.change
+    assert r.notes == ("p99 not gated: base has no p99 (p99 needs >= 100 samples; 40 were taken)",)
+    md = to_markdown([r], {"median": 0.10, "p99": 0.15}, 0.01, "a", "b")
+    assert "p99 not gated: base has no p99 (p99 needs >= 100 samples; 40 were taken)" in md
+    # the same p99 with both sides measured is gated
+    base["p99_s"] = 1e-3
+    assert compare_case("c", base, new, {"median": 0.10, "p99": 0.15}, 0.01).verdict == "slower"

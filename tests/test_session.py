@@ -7,7 +7,8 @@ import torch
 
 from fixtures.cache import STAGE_PREFIX, CorruptEntryWarning, EngineCache
 from fixtures.matrix import Case
-from fixtures.measure import PeakRss, latency_summary, percentile
+from fixtures.measure import (MIN_SAMPLES, NOTES_KEY, PeakRss, latency_summary, percentile,
+                              percentile_figures, percentiles)
 from fixtures.models import MODELS, ModelSpec, register_checkpoint, register_model
 from fixtures.session import RunSession
 from fixtures.zoo import IMAGE, image_inputs
@@ -107,10 +108,41 @@ def test_percentiles_match_numpy():
     xs = list(rng.exponential(size=101))
     for q in (0, 50, 90, 99, 100):
         assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
-    s = latency_summary([0.01, 0.02, 0.03], batch_size=8)
-    assert s["p50_s"] == 0.02 and s["throughput_items_per_s"] == pytest.approx(400.0)
     with pytest.raises(ValueError):
         percentile([], 50)
+
+
+def test_p99_is_null_below_100_samples_with_the_reason():
+    rng = np.random.default_rng(1)
+    few = list(rng.exponential(size=40))
+    s = latency_summary(few, batch_size=1)
+    assert s["p50_s"] == pytest.approx(float(np.percentile(few, 50)))
+    assert s["p90_s"] == pytest.approx(float(np.percentile(few, 90)))
+    assert s["p99_s"] is None and s["p99_s"] != max(few)
+    assert s[NOTES_KEY] == {"p99_s": "p99 needs >= 100 samples; 40 were taken"}
+    nine = latency_summary(few[:9], batch_size=1)
+    assert nine["p90_s"] is None and nine["p99_s"] is None and nine["p50_s"] is not None
+    assert nine[NOTES_KEY]["p90_s"] == "p90 needs >= 10 samples; 9 were taken"
+    enough = latency_summary(list(rng.exponential(size=MIN_SAMPLES[99])), batch_size=1)
+    assert enough["p99_s"] is not None and enough[NOTES_KEY] == {}
+
+
+def test_percentile_figures_prefix_and_merge_notes():
+    first = percentile_figures([0.1, 0.2], (50, 99), "ttft_")
+    second = percentile_figures([0.01] * 12, (50, 90, 99), "tpot_", notes=first[NOTES_KEY])
+    assert first["ttft_p50_s"] == pytest.approx(0.15) and first["ttft_p99_s"] is None
+    assert second["tpot_p90_s"] == pytest.approx(0.01)
+    assert set(second[NOTES_KEY]) == {"ttft_p99_s", "tpot_p99_s"}
+    assert percentile_figures([], (50,))["p50_s"] is None  # p50 needs one sample
+    with pytest.raises(ValueError, match="no minimum"):
+        percentiles([1.0], (75,))
+
+
+def test_throughput_is_items_over_the_mean_not_over_p50():
+    # skewed: p50 = 0.01 s but the mean is 0.04 s; 8 items per call
+    s = latency_summary([0.01, 0.01, 0.01, 0.13], batch_size=8)
+    assert s["p50_s"] == pytest.approx(0.01) and s["mean_s"] == pytest.approx(0.04)
+    assert s["throughput_items_per_s"] == pytest.approx(8 / 0.04)   # 200/s, not 8 / p50 = 800/s
 
 
 def test_peak_rss_sees_an_allocation_inside_the_block():
