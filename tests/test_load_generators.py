@@ -1,4 +1,5 @@
-"""The load generators on fake services: bounded, queueing counted, failures reported."""
+"""The load drivers on fake services: MLPerf LoadGen's verdicts and figures, failures, the
+Server search, and the concurrency sweep."""
 from __future__ import annotations
 
 import itertools
@@ -7,65 +8,108 @@ import time
 import pytest
 
 from fixtures import load
+from fixtures.loadgen import LoadGenResult, LoadGenSettings, read_detail_log, run_scenario, server_search
+
+FAST = LoadGenSettings(min_duration_s=0.3, max_duration_s=10, min_queries=64, server_min_queries=64, samples=4)
 
 
-def service(seconds: float):
-    def call():
+def sleeper(seconds: float):
+    def run(_prepared):
         time.sleep(seconds)
-    return call
+    return run
 
 
-def test_single_stream_stops_at_its_count_or_its_time_limit():
-    assert load.single_stream(service(0.001), queries=20, max_seconds=10).completed == 20
-    res = load.single_stream(service(0.01), queries=10_000, max_seconds=0.3)
-    assert 5 < res.completed < 40 and res.duration_s < 1.0
-    assert res.figures()["p50_s"] >= 0.01
+def prepared(workers: int = 1, samples: int = 4):
+    return [[f"w{w}s{i}" for i in range(samples)] for w in range(workers)]
 
 
-def test_offline_counts_items_per_batch():
-    res = load.offline(service(0.002), batch_size=8, queries=10, max_seconds=5)
-    assert res.figures()["throughput_items_per_s"] == pytest.approx(8 * res.achieved_qps)
+def test_single_stream_is_valid_and_reports_loadgen_figures(tmp_path):
+    res = run_scenario("SingleStream", sleeper(0.001), prepared(), FAST, tmp_path, 0.001)
+    fig = res.figures()
+    assert res.valid and fig["loadgen_result"] == "VALID" and fig["invalid_reasons"] == []
+    assert fig["query_count"] >= 64 and 0.001 <= fig["p50_s"] <= fig["p90_s"] < 0.05
+    assert fig["early_stopping_p90_s"] >= fig["p90_s"] * 0.99
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlperf_log_detail.txt", "mlperf_log_summary.txt"]
+    assert read_detail_log(tmp_path / "mlperf_log_detail.txt")["result_validity"] == "VALID"
 
 
-def test_server_latency_includes_queueing_and_the_run_is_bounded():
-    relaxed = load.server(lambda: service(0.002), qps=50, queries=40, max_seconds=5, workers=1)
-    assert relaxed.completed == 40 and relaxed.figures()["p50_s"] < 0.02
-    overloaded = load.server(lambda: service(0.02), qps=200, queries=10_000, max_seconds=0.5, workers=1)
-    figures = overloaded.figures()
-    assert figures["p99_s"] > 0.1, "queued queries must count their wait"
-    assert overloaded.duration_s < 2.0 and overloaded.scheduled < 10_000
-    assert overloaded.achieved_qps < 80
+def test_offline_serves_every_sample_in_batches_of_the_engine(tmp_path):
+    calls = []
+    res = run_scenario("Offline", lambda p: calls.append(p), prepared(), FAST, tmp_path, 0.0005, batch=8)
+    fig = res.figures()
+    samples = read_detail_log(tmp_path / "mlperf_log_detail.txt")["result_query_count"]
+    assert samples >= 1 and fig["samples_per_s"] > 0
+    generated = read_detail_log(tmp_path / "mlperf_log_detail.txt")["generated_query_count"]
+    assert generated == 1 and len(calls) >= 2          # one Offline query, served batch by batch
 
 
-def test_an_engine_failing_mid_load_is_reported_with_partial_figures():
+def test_an_invalid_run_says_why(tmp_path):
+    # MultiStream's p99 early stopping needs ~660 queries; 64 cannot give a VALID result
+    settings = LoadGenSettings(min_duration_s=0.01, min_queries=64, multistream_samples=4, samples=4)
+    res = run_scenario("MultiStream", sleeper(0.0005), prepared(), settings, tmp_path, 0.0005, batch=4)
+    fig = res.figures()
+    assert not res.valid and fig["loadgen_result"] == "INVALID"
+    assert any("early stopping" in r for r in fig["invalid_reasons"])
+    # 64 queries: LoadGen prints a p99, we record none (a p99 needs 100 samples) and say why
+    assert fig["p99_per_query_s"] is None and "needs >= 100" in fig["percentile_notes"]["p99_s"]
+    assert fig["p90_s"] and fig["p50_s"]
+
+
+def test_an_engine_failing_mid_load_fails_the_scenario_with_partial_figures(tmp_path):
     counter = itertools.count()
 
-    def make_caller():
-        def call():
-            if next(counter) >= 5:
-                raise RuntimeError("device lost")
-        return call
-    res = load.server(make_caller, qps=500, queries=100, max_seconds=5, workers=1)
-    assert res.failures and "device lost" in res.failures[0]
-    assert res.completed == 5
-    single = load.single_stream(make_caller(), queries=100, max_seconds=5)
-    assert single.completed == 0 and single.failures
+    def flaky(_p):
+        if next(counter) >= 5:
+            raise RuntimeError("device lost")
+    res = run_scenario("Server", flaky, prepared(2), FAST, tmp_path, 0.001, target_qps=200, latency_bound_s=0.05)
+    fig = res.figures()
+    assert not res.valid and fig["failures"] and "device lost" in fig["failures"][0]
+    assert any(r.startswith("engine failed") for r in fig["invalid_reasons"])
+    assert fig["query_count"] >= 5                      # LoadGen finished; the partial run is recorded
 
 
-def test_max_qps_search_finds_the_service_capacity():
-    best, trials = load.max_qps_within(lambda: service(0.005), bound_s=0.05, start_qps=20, queries=40,
-                                       max_seconds=2, workers=1, steps=6)
-    # capacity is 200/s; a 40-query burst can run somewhat above it before p99 hits 50 ms
-    assert 20 <= best < 400
-    assert any(not t["met"] for t in trials) and any(t["met"] for t in trials)
+def test_server_search_finds_the_valid_boundary(tmp_path):
+    # one worker, 1 ms per query: capacity 1000/s; a 20 ms p99 bound holds well below that.
+    # 512 queries per trial: p99 early stopping needs ~460 even when every query is in time
+    settings = LoadGenSettings(min_duration_s=0.3, server_min_queries=512, samples=4)
+
+    def trial(qps, step):
+        return run_scenario("Server", sleeper(0.001), prepared(1), settings, tmp_path / str(step), 0.001,
+                            target_qps=qps, latency_bound_s=0.02)
+    best, trials = server_search(trial, 250, steps=4)
+    assert trials[0]["verdict"] == "VALID", trials[0]
+    assert best is not None and 250 <= best < 1300
+    assert any(t["verdict"] == "INVALID" for t in trials), trials
+    assert all({"target_qps", "achieved_qps", "p99_s", "verdict", "reasons"} <= set(t) for t in trials)
+
+
+def test_bad_settings_and_scenarios_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="min_queries=0"):
+        LoadGenSettings(min_queries=0)
+    with pytest.raises(ValueError, match="expected one of"):
+        run_scenario("Burst", sleeper(0), prepared(), FAST, tmp_path, 0.001)
+    with pytest.raises(ValueError, match="target_qps"):
+        run_scenario("Server", sleeper(0), prepared(), FAST, tmp_path, 0.001)
+    assert not LoadGenResult("Server", tmp_path).valid and LoadGenResult("Server", tmp_path).invalid_reasons()
 
 
 def test_concurrency_sweep_accepts_stable_levels_and_gives_up_on_unstable_ones():
-    rows = load.concurrency_sweep(lambda: service(0.002), [1, 2], window_s=0.1, max_windows=8)
+    def service():
+        time.sleep(0.002)
+    rows = load.concurrency_sweep([service, service], [1, 2], window_s=0.1, max_windows=8)
     assert [r["concurrency"] for r in rows] == [1, 2] and all(r["stable"] for r in rows)
     assert rows[1]["throughput_qps"] > rows[0]["throughput_qps"] * 1.3  # sleeping service scales
 
     def drifting():  # phases of two windows, alternately 1 ms and 5 ms per call
         time.sleep(0.005 if int(time.perf_counter() / 0.1) % 2 else 0.001)
-    rows = load.concurrency_sweep(lambda: drifting, [1], window_s=0.05, max_windows=5)
+    rows = load.concurrency_sweep([drifting], [1], window_s=0.05, max_windows=5)
     assert rows[0]["windows"] == 5 and not rows[0]["stable"]
+    with pytest.raises(ValueError, match="prepared callers"):
+        load.concurrency_sweep([service], [1, 2], window_s=0.05, max_windows=2)
+
+
+def test_concurrency_sweep_stops_on_a_failing_engine():
+    def broken():
+        raise RuntimeError("out of memory")
+    rows = load.concurrency_sweep([broken, broken], [1, 2], window_s=0.05, max_windows=3)
+    assert len(rows) == 1 and "out of memory" in rows[0]["failures"][0]

@@ -57,8 +57,16 @@ def test_gpu_workflow_benchmarks_compares_and_keeps_history(repo_root, tox_envs,
         assert flag in text
     uses = [s.get("uses", "") for s in steps(repo_root, "gpu-bench.yml")]
     assert any(u.startswith("actions/cache") for u in uses) and any(u.startswith("actions/upload-artifact") for u in uses)
-    for flag in set(re.findall(r"(--[a-z][a-z-]+)", gpu + "\n" + text)) - {"--threshold", "--markdown", "--out"}:
+    # lines that pass flags to pytest (not infermatrix's own, not tox's set-up line)
+    pytest_lines = [line for line in text.splitlines() if "infermatrix " not in line and "--notest" not in line]
+    for flag in set(re.findall(r"(--[a-z][a-z-]+)", gpu + "\n" + "\n".join(pytest_lines))):
         assert flag in pytest_help, f"pytest has no option {flag}"
+    # the gate that holds across a shared runner: BASE and NEW alternating in one job
+    ab = [line for line in text.splitlines() if "infermatrix ab" in line]
+    assert ab and "--base-ref" in ab[0]
+    selection = ab[0].rsplit(" -- ", 1)[1].split("||")[0]
+    for flag in re.findall(r"(--[a-z][a-z-]+)", selection):
+        assert flag in pytest_help, f"pytest has no option {flag} (infermatrix ab passes it to pytest)"
 
 
 def test_infermatrix_commands_in_workflows_and_tox_parse(repo_root, tox_envs):
@@ -67,7 +75,8 @@ def test_infermatrix_commands_in_workflows_and_tox_parse(repo_root, tox_envs):
     calls = [line[line.index("infermatrix"):] for line in lines if "infermatrix " in line]
     assert len(calls) >= 3
     for call in calls:
-        argv = [a for a in shlex.split(call.split("||")[0])[1:] if not a.startswith("$")]
+        argv = ["placeholder" if a.startswith("$") else a for a in shlex.split(call.split("||")[0])[1:]]
         if argv[0] == "compare":
+            argv = [a for a in argv if a != "placeholder"]
             argv[1:1] = ["base.json", "new.json"]
         parser.parse_args(argv)  # raises SystemExit on an unknown subcommand or option

@@ -1,0 +1,72 @@
+"""Engines and models that misbehave on purpose (pytest plugin: ``-p tests.fault_engines``),
+for tests/test_faults.py. Each is eager PyTorch with one fault injected."""
+from __future__ import annotations
+
+import itertools
+from typing import Any, ClassVar
+
+import torch
+
+from engines import register_engine
+from engines.base import Outputs
+from engines.torch_eager import TorchEagerEngine
+from fixtures.models import MODELS, ModelSpec, register_model
+from fixtures.zoo import IMAGE, image_inputs
+
+
+class NanEngine(TorchEagerEngine):
+    """Returns NaN and inf where eager returns numbers (a broken kernel, an fp16 overflow)."""
+    name: ClassVar[str] = "fault_nan"
+
+    def _run_impl(self, prepared: Any) -> Outputs:
+        out = super()._run_impl(prepared)
+        bad = out["logits"].clone()
+        bad[..., 0] = float("nan")
+        bad[..., 1] = float("inf")
+        return {"logits": bad}
+
+
+class OutOfMemoryEngine(TorchEagerEngine):
+    """Runs out of memory above batch 4, as a real allocator does."""
+    name: ClassVar[str] = "fault_oom"
+
+    def _run_impl(self, prepared: Any) -> Outputs:
+        if prepared[0].shape[0] > 4:
+            raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 68719476736 bytes.")
+        return super()._run_impl(prepared)
+
+
+class MissingDependencyEngine(TorchEagerEngine):
+    """Needs a package that is not installed."""
+    name: ClassVar[str] = "fault_missing"
+    requires: ClassVar[tuple[str, ...]] = ("torch", "infermatrix_no_such_runtime")
+
+
+class DiesUnderLoadEngine(TorchEagerEngine):
+    """Serves the equivalence check and a few queries, then fails (a lost device)."""
+    name: ClassVar[str] = "fault_dies"
+    _calls = itertools.count()
+
+    def _run_impl(self, prepared: Any) -> Outputs:
+        if next(self._calls) >= 40:
+            raise RuntimeError("device lost")
+        return super()._run_impl(prepared)
+
+
+class Unexportable(torch.nn.Module):
+    """Runs eagerly, raises under every exporter (an op with no ONNX support)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * 8 * 8, 4)
+
+    def forward(self, x):
+        if torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.compiler.is_compiling():
+            raise RuntimeError("custom op has no export support")
+        return self.fc(x.flatten(1))
+
+
+for _cls in (NanEngine, OutOfMemoryEngine, MissingDependencyEngine, DiesUnderLoadEngine):
+    register_engine(_cls)
+if "fault-unexportable" not in MODELS:
+    register_model(ModelSpec("fault-unexportable", Unexportable, image_inputs(8), IMAGE))
