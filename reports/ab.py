@@ -2,7 +2,7 @@
 
 Two CI jobs on a shared runner differ by more than a real regression (measured here: separate
 processes flagged 8 of 20 A/A pairs). So both sides run in this one job: one pytest worker
-per side (``-p fixtures.ab_worker``), each in its side's checkout (a git ref of the user's
+per side (the plugin reports/ab_worker.py), each in its side's checkout (a git ref of the user's
 repository, via ``git worktree``) and Python environment (another venv's interpreter, e.g. a
 library upgrade), with its side's extra environment variables. The controller lets the two
 workers run their latency blocks in turn (A B, B A, A B ... so order effects cancel too), then
@@ -22,14 +22,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .history import InputError
+from .percentiles import latency_summary
 
-WORKER_PLUGIN = "fixtures.ab_worker"
+WORKER_PLUGIN = "infermatrix_ab_worker"   # reports/ab_worker.py, copied beside each side
+WORKER_SOURCE = Path(__file__).with_name("ab_worker.py")
+#: pytest options that would break the one-block-at-a-time protocol
+REFUSED_ARGS = ("-n", "--numprocesses", "--dist", "--benchmark-disable", "--benchmark-json")
 CASE_FIELDS = ("model", "engine", "precision", "batch_size", "device")
 
 
@@ -65,6 +67,14 @@ def parse_env(items: list[str] | None, label: str) -> tuple[tuple[str, str], ...
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class AbRun:
+    base: Path | None            # BASE's merged run (None: every BASE case failed)
+    new: Path | None             # NEW's merged run (None: every NEW case failed)
+    folder: Path                 # both runs and both workers' logs
+    failures: dict[str, str]     # side -> why its worker did not pass every case
+
+
 @dataclass
 class _Worker:
     side: Side
@@ -74,7 +84,6 @@ class _Worker:
     json_path: Path
     log_path: Path
     buffer: bytes = b""
-    items: list[str] = field(default_factory=list)
 
     def read_line(self, timeout_s: float) -> str:
         deadline = time.monotonic() + timeout_s
@@ -94,7 +103,12 @@ class _Worker:
         return line.decode()
 
     def go(self) -> None:
-        os.write(self.to_worker, b"go\n")
+        try:
+            os.write(self.to_worker, b"go\n")
+        except BrokenPipeError:
+            self.proc.wait(timeout=60)
+            raise InputError(f"{self.side.label} worker exited (code {self.proc.returncode}); last lines of "
+                             f"{self.log_path}:\n{_tail(self.log_path)}") from None
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -112,7 +126,7 @@ def _checkout(repo: Path, ref: str, dest: Path) -> Path:
     return dest
 
 
-def _start(side: Side, cwd: Path, args: list[str], blocks: int, out: Path) -> _Worker:
+def _start(side: Side, cwd: Path, args: list[str], blocks: int, out: Path, plugin_dir: Path) -> _Worker:
     to_r, to_w = os.pipe()
     from_r, from_w = os.pipe()
     json_path, log_path = out / f"{side.label}-worker.json", out / f"{side.label}-worker.log"
@@ -120,7 +134,7 @@ def _start(side: Side, cwd: Path, args: list[str], blocks: int, out: Path) -> _W
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
     env = dict(inherited, **dict(side.env), INFERMATRIX_AB_BLOCKS=str(blocks), INFERMATRIX_AB_READ_FD=str(to_r),
                INFERMATRIX_AB_WRITE_FD=str(from_w), HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(cwd), os.environ.get("PYTHONPATH")])))
+               PYTHONPATH=os.pathsep.join(filter(None, [str(plugin_dir), str(cwd), os.environ.get("PYTHONPATH")])))
     cmd = [side.python, "-m", "pytest", *args, "-p", WORKER_PLUGIN, "-p", "no:cacheprovider", "-q",
            "--benchmark-json", str(json_path)]
     with open(log_path, "w") as log:
@@ -155,7 +169,6 @@ def run_alternating(workers: tuple[_Worker, _Worker], timeout_s: float, settle_s
             done = w.read_line(timeout_s)
             if done != "done":
                 raise InputError(f"{w.side.label} worker: expected 'done', got {done!r}")
-        workers[0].items.append(msgs[0][len("ready "):])
         steps += 1
 
 
@@ -178,7 +191,7 @@ def merge_blocks(worker_json: Path, label: str) -> dict:
         if not samples:
             raise InputError(f"{label} worker saved no raw samples for {key}")
         info = {k: v for k, v in blocks[0]["extra_info"].items() if k in CASE_FIELDS}
-        info.update(_summary(samples, int(info["batch_size"])), blocks=len(blocks), ab_side=label)
+        info.update(latency_summary(samples, int(info["batch_size"])), blocks=len(blocks), ab_side=label)
         name = blocks[0]["name"].rsplit("-ab", 1)[0] + "]"
         stats = {"min": min(samples), "max": max(samples), "mean": statistics.fmean(samples),
                  "median": statistics.median(samples), "rounds": len(samples), "data": samples,
@@ -189,17 +202,6 @@ def merge_blocks(worker_json: Path, label: str) -> dict:
         raise InputError(f"{label} worker ran no latency case (is the selection empty, or all skipped?); "
                          f"see {worker_json.with_suffix('.log')}")
     return {**data, "benchmarks": merged}
-
-
-def _summary(samples: list[float], batch: int) -> dict:
-    """p90 from 10 samples, p99 from 100 (else null), throughput = items / mean seconds per call."""
-    xs = np.asarray(samples)
-    out: dict = {"percentile_notes": {}, "throughput_items_per_s": batch / float(xs.mean())}
-    for q, needed in ((50, 1), (90, 10), (99, 100)):
-        out[f"p{q}_s"] = float(np.percentile(xs, q)) if len(xs) >= needed else None
-        if len(xs) < needed:
-            out["percentile_notes"][f"p{q}_s"] = f"p{q} needs >= {needed} samples; {len(xs)} were taken"
-    return out
 
 
 def new_out_dir(root: Path) -> Path:
@@ -216,12 +218,19 @@ def new_out_dir(root: Path) -> Path:
 
 
 def run_ab(base: Side, new: Side, pytest_args: list[str], blocks: int, out_root: Path, repo: Path,
-           timeout_s: float = 3600.0, settle_s: float = 0.3) -> tuple[Path, Path, Path]:
-    """Run both sides alternating; returns (base run, new run, folder). Never overwrites a run."""
+           timeout_s: float = 3600.0, settle_s: float = 0.3) -> "AbRun":
+    """Run both sides alternating, then merge each side's blocks. Never overwrites a run."""
     if blocks < 2:
         raise InputError(f"--blocks {blocks}: expected >= 2 (alternation needs several blocks per side)")
+    refused = [a for a in pytest_args if a.split("=", 1)[0] in REFUSED_ARGS or (a.startswith("-n") and a[2:].isdigit())]
+    if refused:
+        raise InputError(f"the selection passes {refused}: `infermatrix ab` runs one block at a time and writes "
+                         f"the runs itself; drop {', '.join(REFUSED_ARGS)}")
     out = new_out_dir(out_root)
     tmp = Path(tempfile.mkdtemp(prefix="infermatrix-ab-"))
+    plugin_dir = tmp / "plugin"
+    plugin_dir.mkdir()
+    shutil.copyfile(WORKER_SOURCE, plugin_dir / f"{WORKER_PLUGIN}.py")
     checkouts = []
     workers: list[_Worker] = []
     try:
@@ -233,21 +242,34 @@ def run_ab(base: Side, new: Side, pytest_args: list[str], blocks: int, out_root:
             else:
                 dirs.append(repo)
         for side, cwd in zip((base, new), dirs):
-            workers.append(_start(side, cwd, pytest_args, blocks, out))
+            workers.append(_start(side, cwd, pytest_args, blocks, out, plugin_dir))
         steps = run_alternating((workers[0], workers[1]), timeout_s, settle_s)
+        failed: dict[str, str] = {}
         for w in workers:
-            w.proc.wait(timeout=600)
+            try:
+                w.proc.wait(timeout=600)
+            except subprocess.TimeoutExpired:
+                raise InputError(f"{w.side.label} worker did not exit after its last block; see {w.log_path}") from None
+            if w.proc.returncode != 0:  # a case failed (equivalence, an error) or pytest itself did
+                failed[w.side.label] = (f"{w.side.label} worker exited with code {w.proc.returncode} (a case failed "
+                                        f"or errored):\n{_tail(w.log_path, 15)}")
         if steps == 0:
             raise InputError(f"the selection collected no benchmark; see {workers[0].log_path}")
-        paths = []
+        paths: list[Path | None] = []
         for w in workers:
-            run = merge_blocks(w.json_path, w.side.label)
+            try:
+                run = merge_blocks(w.json_path, w.side.label)
+            except InputError:
+                if w.side.label not in failed:
+                    raise
+                paths.append(None)   # every case of this side failed: nothing to merge, the failure says why
+                continue
             run["infermatrix_ab"] = {"side": w.side.label, "describe": w.side.describe(), "blocks": blocks,
-                                     "items": steps, "pytest_args": pytest_args}
+                                     "items": steps, "pytest_args": pytest_args, "exit_code": w.proc.returncode}
             path = out / f"{w.side.label}.json"
             path.write_text(json.dumps(run, indent=1))
             paths.append(path)
-        return paths[0], paths[1], out
+        return AbRun(paths[0], paths[1], out, failed)
     finally:
         for w in workers:
             if w.proc.poll() is None:

@@ -59,7 +59,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return gate(args.base, args.new, args)
 
 
-def gate(base_path, new_path, args: argparse.Namespace) -> int:
+def gate(base_path, new_path, args: argparse.Namespace, fail_on_missing: bool = False) -> int:
     """The statistical gate between two sets of saved runs; prints (and writes) the markdown table."""
     from .gate import compare_frames, parse_thresholds, to_markdown
     thresholds = parse_thresholds(args.threshold)
@@ -81,7 +81,9 @@ def gate(base_path, new_path, args: argparse.Namespace) -> int:
     print(text)
     if args.markdown:
         args.markdown.write_text(text)
-    return EXIT_REGRESSION if any(r.verdict == "slower" for r in results) else EXIT_OK
+    # ab: BASE and NEW ran the same selection, so a case on one side only is a case that failed
+    bad = ("slower", "missing", "new") if fail_on_missing else ("slower",)
+    return EXIT_REGRESSION if any(r.verdict in bad for r in results) else EXIT_OK
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
@@ -93,11 +95,16 @@ def cmd_ab(args: argparse.Namespace) -> int:
     selection = [a for a in args.pytest_args if a != "--"]
     sides = [Side(label, getattr(args, f"{label}_ref"), getattr(args, f"{label}_python"),
                   parse_env(getattr(args, f"{label}_env"), label)) for label in ("base", "new")]
-    worker_args = [args.tests, *selection, "--latency-rounds", str(args.rounds), "--benchmark-disable-gc",
-                   "--no-engine-memory"]
-    base, new, out = run_ab(sides[0], sides[1], worker_args, args.blocks, args.out, args.repo.resolve(), args.timeout)
-    print(f"BASE: {sides[0].describe()}\nNEW:  {sides[1].describe()}\nruns and worker logs: {out}\n")
-    return gate(base, new, args)
+    worker_args = [args.tests, *selection, "--latency-rounds", str(args.rounds), "--benchmark-disable-gc"]
+    ab = run_ab(sides[0], sides[1], worker_args, args.blocks, args.out, args.repo.resolve(), args.timeout)
+    print(f"BASE: {sides[0].describe()}\nNEW:  {sides[1].describe()}\nruns and worker logs: {ab.folder}\n")
+    if "base" in ab.failures:  # the baseline itself is broken: there is nothing to gate against
+        raise InputError(f"BASE does not pass its own cases, so nothing can be gated: {ab.failures['base']}")
+    verdict = gate(ab.base, ab.new, args, fail_on_missing=True) if ab.new else EXIT_REGRESSION
+    if "new" in ab.failures:  # a case that fails under NEW (outputs differ, an error) is never a pass
+        print(f"infermatrix ab: NEW fails: {ab.failures['new']}", file=sys.stderr)
+        return EXIT_REGRESSION
+    return verdict
 
 
 def cmd_report(args: argparse.Namespace) -> int:

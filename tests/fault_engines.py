@@ -45,7 +45,10 @@ class MissingDependencyEngine(TorchEagerEngine):
 class DiesUnderLoadEngine(TorchEagerEngine):
     """Serves the equivalence check and a few queries, then fails (a lost device)."""
     name: ClassVar[str] = "fault_dies"
-    _calls = itertools.count()
+
+    def _load_impl(self, workdir, spec) -> None:
+        super()._load_impl(workdir, spec)
+        self._calls = itertools.count()   # per engine: what one engine served decides when it dies
 
     def _run_impl(self, prepared: Any) -> Outputs:
         if next(self._calls) >= 40:

@@ -53,10 +53,17 @@ def test_a_git_ref_side_runs_from_its_own_checkout(ab, repo_root, capsys):
     assert rc == 0, out
     assert "BASE: ref HEAD" in out and "unchanged" in out
     log = (only_run(ab.out) / "base-worker.log").read_text()
-    assert "# cwd /tmp" in log or "infermatrix-ab-" in log           # a worktree, not the repository itself
+    assert "infermatrix-ab-" in log.splitlines()[1]                   # "# cwd": a worktree, not the repository
     listed = __import__("subprocess").run(["git", "-C", str(repo_root), "worktree", "list"], capture_output=True,
                                           text=True).stdout
     assert "infermatrix-ab-" not in listed                           # the worktree is removed afterwards
+
+
+def test_a_new_side_that_breaks_its_cases_fails_the_gate(ab, capsys):
+    rc = ab("--new-env", "INFERMATRIX_INJECTED_SLOWDOWN=bogus", blocks=2, rounds=3)   # NEW's engine cannot load
+    err = capsys.readouterr().err
+    assert rc == 1 and "NEW fails" in err and "new worker exited with code 1" in err
+    assert "INFERMATRIX_INJECTED_SLOWDOWN='bogus'" in (only_run(ab.out) / "new-worker.log").read_text()
 
 
 def test_sides_that_collect_different_cases_are_refused(ab, capsys):
@@ -75,6 +82,8 @@ def test_bad_sides_are_usage_errors_before_anything_runs(ab, capsys):
     assert ab("--threshold", "median=fast") == 2
     assert ab(blocks=1) == 2
     assert "--blocks 1" in capsys.readouterr().err
+    assert main(["ab", "--", "--models", "tiny-cnn", "-n", "2"]) == 2
+    assert "one block at a time" in capsys.readouterr().err
 
 
 def test_merge_blocks_joins_a_workers_blocks_per_case(tmp_path):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import pytest
 
 from fixtures import load
-from fixtures.loadgen import LoadGenResult, LoadGenSettings, read_detail_log, run_scenario, server_search
+from fixtures.loadgen import LoadGenSettings, run_scenario
+from fixtures.loadgen_result import LoadGenResult, read_detail_log
+from fixtures.server_search import server_search
 
 FAST = LoadGenSettings(min_duration_s=0.3, max_duration_s=10, min_queries=64, server_min_queries=64, samples=4)
 
@@ -55,7 +58,7 @@ def test_an_invalid_run_says_why(tmp_path):
     assert fig["p90_s"] and fig["p50_s"]
 
 
-def test_an_engine_failing_mid_load_fails_the_scenario_with_partial_figures(tmp_path):
+def test_an_engine_failing_mid_load_fails_the_scenario_and_voids_loadgens_figures(tmp_path):
     counter = itertools.count()
 
     def flaky(_p):
@@ -63,9 +66,11 @@ def test_an_engine_failing_mid_load_fails_the_scenario_with_partial_figures(tmp_
             raise RuntimeError("device lost")
     res = run_scenario("Server", flaky, prepared(2), FAST, tmp_path, 0.001, target_qps=200, latency_bound_s=0.05)
     fig = res.figures()
-    assert not res.valid and fig["failures"] and "device lost" in fig["failures"][0]
+    assert not res.valid and fig["loadgen_result"] == "ERROR" and "device lost" in fig["failures"][0]
     assert any(r.startswith("engine failed") for r in fig["invalid_reasons"])
-    assert fig["query_count"] >= 5                      # LoadGen finished; the partial run is recorded
+    # the queries after the failure were answered without running: no latency or rate is kept
+    assert fig["p50_s"] is None and fig["completed_samples_per_s"] is None and fig["query_count"] is None
+    assert fig["served_before_failure"] == 5 and (tmp_path / "mlperf_log_detail.txt").is_file()
 
 
 def test_server_search_finds_the_valid_boundary(tmp_path):
@@ -76,11 +81,35 @@ def test_server_search_finds_the_valid_boundary(tmp_path):
     def trial(qps, step):
         return run_scenario("Server", sleeper(0.001), prepared(1), settings, tmp_path / str(step), 0.001,
                             target_qps=qps, latency_bound_s=0.02)
-    best, trials = server_search(trial, 250, steps=4)
-    assert trials[0]["verdict"] == "VALID", trials[0]
-    assert best is not None and 250 <= best < 1300
-    assert any(t["verdict"] == "INVALID" for t in trials), trials
-    assert all({"target_qps", "achieved_qps", "p99_s", "verdict", "reasons"} <= set(t) for t in trials)
+    search = server_search(trial, 250, steps=4)
+    assert search.trials[0]["verdict"] == "VALID", search.trials[0]
+    assert search.max_valid_qps is not None and 250 <= search.max_valid_qps < 1300
+    assert all({"target_qps", "achieved_qps", "p99_s", "verdict", "reasons"} <= set(t) for t in search.trials)
+
+
+def fake(capacity: float, short_below: float = 0.0):
+    """A trial that LoadGen would judge VALID up to ``capacity`` (too short below ``short_below``)."""
+    def trial(qps, step):
+        log = {"result_validity": "VALID" if short_below <= qps <= capacity else "INVALID",
+               "result_query_count": 600, "result_99.00_percentile_latency_ns": 1_000_000,
+               "result_perf_constraints_met": qps <= capacity, "result_min_queries_met": qps >= short_below,
+               "early_stopping_met": qps <= capacity, "result_overlatency_query_count": 0 if qps <= capacity else 50}
+        return LoadGenResult("Server", Path(f"trial{step}"), log)
+    return trial
+
+
+def test_server_search_brackets_the_capacity_and_says_what_its_answer_means():
+    search = server_search(fake(100.0), 40, steps=8)
+    assert 98 <= search.max_valid_qps <= 100 and search.note is None
+    assert [t["verdict"] for t in search.trials[:3]] == ["VALID", "VALID", "INVALID"]   # 40, 80, 160
+    lower = server_search(fake(1e9), 40, steps=3)
+    assert lower.max_valid_qps == 160 and "lower bound" in lower.note
+    none = server_search(fake(1.0), 40, steps=3)
+    assert none.max_valid_qps is None and "no target was VALID down to 10" in none.note
+    short = server_search(fake(100.0, short_below=50), 40, steps=5)
+    assert short.max_valid_qps is None and short.trials[0]["inconclusive"] and "want of queries" in short.note
+    with pytest.raises(ValueError):
+        server_search(fake(1.0), 0, steps=3)
 
 
 def test_bad_settings_and_scenarios_are_refused(tmp_path):
