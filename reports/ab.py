@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .folders import new_out_dir
 from .history import InputError
 from .percentiles import latency_summary
 
@@ -202,19 +203,6 @@ def merge_blocks(worker_json: Path, label: str) -> dict:
         raise InputError(f"{label} worker ran no latency case (is the selection empty, or all skipped?); "
                          f"see {worker_json.with_suffix('.log')}")
     return {**data, "benchmarks": merged}
-
-
-def new_out_dir(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(1000):
-        path = root / (stamp if n == 0 else f"{stamp}-{n}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise InputError(f"cannot create a new run folder under {root}")
 
 
 def run_ab(base: Side, new: Side, pytest_args: list[str], blocks: int, out_root: Path, repo: Path,

@@ -19,7 +19,7 @@ import pytest
 from fixtures.cache import STAGE_PREFIX, CorruptEntryWarning, EngineCache
 from fixtures.matrix import Case
 from fixtures.session import RunSession
-from reports.ab import new_out_dir
+from reports.folders import new_out_dir
 from reports.cli import main as infermatrix
 from tests.runs import bench, write_run
 

@@ -3,6 +3,7 @@ Server search, and the concurrency sweep."""
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from pathlib import Path
 
@@ -102,6 +103,8 @@ def test_server_search_brackets_the_capacity_and_says_what_its_answer_means():
     search = server_search(fake(100.0), 40, steps=8)
     assert 98 <= search.max_valid_qps <= 100 and search.note is None
     assert [t["verdict"] for t in search.trials[:3]] == ["VALID", "VALID", "INVALID"]   # 40, 80, 160
+    unfinished = server_search(fake(100.0), 40, steps=4)          # 40, 80, 160, 120
+    assert unfinished.max_valid_qps == 80 and "between 80/s (VALID) and 120/s (INVALID)" in unfinished.note
     lower = server_search(fake(1e9), 40, steps=3)
     assert lower.max_valid_qps == 160 and "lower bound" in lower.note
     none = server_search(fake(1.0), 40, steps=3)
@@ -142,3 +145,23 @@ def test_concurrency_sweep_stops_on_a_failing_engine():
         raise RuntimeError("out of memory")
     rows = load.concurrency_sweep([broken, broken], [1, 2], window_s=0.05, max_windows=3)
     assert len(rows) == 1 and "out of memory" in rows[0]["failures"][0]
+
+
+def test_offline_builds_a_fixed_batch_engine_for_its_batch_and_checks_it_there(tmp_path):
+    """A traced TorchScript graph is specialised to one batch: Offline at batch 8 must not run
+    the batch-1 artifact, but a batch-8 build that passed the equivalence check at batch 8."""
+    from fixtures.cache import EngineCache
+    from fixtures.load_target import LoadTarget
+    from fixtures.matrix import Case
+    from fixtures.session import RunSession
+    session = RunSession(EngineCache(tmp_path))
+    target = LoadTarget(session, Case("tiny-cnn", "torchscript", "fp32", 1, "cpu"))
+    one, eight = target.engine(1), target.engine(8)
+    assert one is not eight                                            # two artifacts, one per batch
+    assert Case("tiny-cnn", "torchscript", "fp32", 8, "cpu") in session._reports
+    batches = {tuple(m["fields"]["batch_profile"] for m in [json.loads(p.read_text())])
+               for p in (tmp_path / "torchscript").glob("*/meta.json")}
+    assert batches == {(1,), (8,)}
+    (prepared,) = target.prepared(8, 1, 1)[0]
+    assert eight.to_host(eight.run(prepared))["logits"].shape[0] == 8
+    session.close()
