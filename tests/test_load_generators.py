@@ -100,7 +100,7 @@ def fake(capacity: float, short_below: float = 0.0):
 
 
 def test_server_search_brackets_the_capacity_and_says_what_its_answer_means():
-    search = server_search(fake(100.0), 40, steps=8)
+    search = server_search(fake(100.0), 40, steps=10)
     assert 98 <= search.max_valid_qps <= 100 and search.note is None
     assert [t["verdict"] for t in search.trials[:3]] == ["VALID", "VALID", "INVALID"]   # 40, 80, 160
     unfinished = server_search(fake(100.0), 40, steps=4)          # 40, 80, 160, 120
