@@ -33,8 +33,10 @@ def test_generation(generation_case, prompt_length, new_tokens, generation_optio
         base = run_session.engine(run_session.baseline_case(case)).engine
         reference_generations[key] = generate(base, spec, prompt, new_tokens)
     engine = run_session.engine(case).engine
-    report = compare_generations(f"{case.id}-prompt{prompt_length}", reference_generations[key],
-                                 generate(engine, spec, prompt, new_tokens), case.precision, spec.trained)
+    ref = reference_generations[key]
+    report = compare_generations(f"{case.id}-prompt{prompt_length}", ref, generate(engine, spec, prompt, new_tokens),
+                                 case.precision, spec.trained,
+                                 forced=generate(engine, spec, prompt, new_tokens, forced=ref.tokens))
     if not report.passed:
         pytest.fail(f"not timed: generated tokens differ from the baseline\n{report.render()}", pytrace=False)
 

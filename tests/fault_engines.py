@@ -5,13 +5,12 @@ from __future__ import annotations
 import itertools
 from typing import Any, ClassVar
 
-import torch
-
 from engines import register_engine
 from engines.base import Outputs
 from engines.torch_eager import TorchEagerEngine
 from fixtures.models import MODELS, ModelSpec, register_model
 from fixtures.zoo import IMAGE, image_inputs
+from tests.unexportable import Unexportable
 
 
 class NanEngine(TorchEagerEngine):
@@ -54,19 +53,6 @@ class DiesUnderLoadEngine(TorchEagerEngine):
         if next(self._calls) >= 40:
             raise RuntimeError("device lost")
         return super()._run_impl(prepared)
-
-
-class Unexportable(torch.nn.Module):
-    """Runs eagerly, raises under every exporter (an op with no ONNX support)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = torch.nn.Linear(3 * 8 * 8, 4)
-
-    def forward(self, x):
-        if torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.compiler.is_compiling():
-            raise RuntimeError("custom op has no export support")
-        return self.fc(x.flatten(1))
 
 
 for _cls in (NanEngine, OutOfMemoryEngine, MissingDependencyEngine, DiesUnderLoadEngine):

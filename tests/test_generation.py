@@ -115,6 +115,24 @@ def test_int8_gates_agreement_for_trained_models_and_cosine_always():
     assert not bent.passed and "cosine" in bent.render()
 
 
+def test_teacher_forced_agreement_is_not_cascaded_by_one_flip():
+    ref = run([1] * 20, [1.0, 2.0, 3.0])
+    free = run([1] * 10 + [2] * 10, [1.0, 2.0, 3.01])     # one flip at 10, then its own context: 50 %
+    forced = run([1] * 19 + [2], [1.0, 2.0, 3.01])        # under the reference's context: 95 %
+    report = compare_generations("c", ref, free, "int8", trained=True, forced=forced)
+    assert report.passed and report.token_agreement == pytest.approx(0.95) and "teacher-forced" in report.rule
+    assert not compare_generations("c", ref, free, "int8", trained=True).passed
+
+
+def test_generate_teacher_forced_on_its_own_tokens_repeats_them(eager):
+    prompt = SPEC.make_prompt(1, 8, 1)
+    free = generate(eager, SPEC, prompt, 6)
+    assert np.array_equal(generate(eager, SPEC, prompt, 6, forced=free.tokens).tokens, free.tokens)
+    other = free.tokens.copy()
+    other[0, 0] = (other[0, 0] + 1) % CONFIG.vocab_size     # a different context from step 1 on
+    assert generate(eager, SPEC, prompt, 6, forced=other).tokens[0, 0] == free.tokens[0, 0]   # the prefill is not forced
+
+
 def test_figures_are_percentiles_and_rates():
     runs = [run([1, 2, 3], [0.0], ttft=0.1, steps=(0.01, 0.03)), run([1, 2, 3], [0.0], ttft=0.3, steps=(0.02, 0.02))]
     fig = generation_figures(runs)

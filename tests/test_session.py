@@ -12,23 +12,11 @@ from fixtures.measure import (MIN_SAMPLES, NOTES_KEY, PeakRss, latency_summary, 
 from fixtures.models import MODELS, ModelSpec, register_checkpoint, register_model
 from fixtures.session import RunSession
 from fixtures.zoo import IMAGE, image_inputs
-
-
-class RefusesExport(torch.nn.Module):
-    """Runs eagerly, but raises under every exporter (as an unsupported op would)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = torch.nn.Linear(3 * 8 * 8, 4)
-
-    def forward(self, x):
-        if torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.compiler.is_compiling():
-            raise RuntimeError("custom op has no export support")
-        return self.fc(x.flatten(1))
+from tests.unexportable import Unexportable
 
 
 if "refuses-export" not in MODELS:
-    register_model(ModelSpec("refuses-export", RefusesExport, image_inputs(8), IMAGE))
+    register_model(ModelSpec("refuses-export", Unexportable, image_inputs(8), IMAGE))
 
 
 @pytest.fixture
