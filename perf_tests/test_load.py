@@ -12,11 +12,12 @@ reasons; an engine that raises under load fails the test. Marked ``scenario``.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from fixtures import load
-from fixtures.load_target import LoadTarget
+from fixtures.load_target import LoadTarget, direct_latency
 from fixtures.loadgen import run_scenario
 from fixtures.matrix import Case
 from fixtures.server_search import server_search
@@ -50,9 +51,9 @@ def once(benchmark, fn):
 
 def _loadgen_case(scenario, batch, target, load_options, log_dir, benchmark, load_case) -> dict:
     settings = load_options.loadgen
-    prepared = target.prepared(batch, 1, settings.samples)
-    expected = target.expected_latency(batch, prepared[0][0])
     engine = target.engine(batch)
+    prepared = target.prepared(engine, batch, 1, settings.samples)
+    expected = direct_latency(engine, prepared[0][0])
     res = once(benchmark, lambda: run_scenario(scenario, engine.run, prepared, settings, log_dir / scenario,
                                                expected, batch=batch))
     figures = {**res.figures(), "batch_size": batch, "direct_latency_s": expected}
@@ -100,15 +101,13 @@ def server_bounds() -> dict:
     return {}
 
 
-def loadgen_p50(target: LoadTarget, settings, log_dir) -> float:
-    """The engine's p50 at batch 1 in a short LoadGen SingleStream run (what it does under LoadGen)."""
-    prepared = target.prepared(1, 1, settings.samples)
+def loadgen_p50(engine, prepared: list[Any], settings, log_dir) -> float:
+    """``engine``'s p50 at batch 1 in a short LoadGen SingleStream run (what it does under LoadGen)."""
     short = replace(settings, min_duration_s=min(settings.min_duration_s, 0.5), min_queries=32)
-    res = run_scenario("SingleStream", target.engine(1).run, prepared, short, log_dir,
-                       target.expected_latency(1, prepared[0][0]))
+    res = run_scenario("SingleStream", engine.run, [prepared], short, log_dir, direct_latency(engine, prepared[0]))
     p50 = res.figures()["p50_s"]
     if not p50:
-        pytest.fail(f"{target.case.id}: LoadGen SingleStream gave no p50 ({res.invalid_reasons()}); see {log_dir}",
+        pytest.fail(f"{engine.name}: LoadGen SingleStream gave no p50 ({res.invalid_reasons()}); see {log_dir}",
                     pytrace=False)
     return p50
 
@@ -119,12 +118,14 @@ def test_server(load_case, target, load_options, run_session, log_dir, benchmark
     if load_options.server_bound_s:
         server_bounds[key] = load_options.server_bound_s
     elif key not in server_bounds:  # 2.5x eager fp32's p50 under LoadGen, once per model and device
-        eager = LoadTarget(run_session, run_session.baseline_case(load_case))
-        server_bounds[key] = 2.5 * loadgen_p50(eager, settings, log_dir / "bound-eager-SingleStream")
+        eager_target = LoadTarget(run_session, run_session.baseline_case(load_case))
+        eager = eager_target.engine(1)
+        eager_inputs = eager_target.prepared(eager, 1, 1, settings.samples)[0]
+        server_bounds[key] = 2.5 * loadgen_p50(eager, eager_inputs, settings, log_dir / "bound-eager-SingleStream")
     bound = server_bounds[key]
-    latency = loadgen_p50(target, settings, log_dir / "start-SingleStream")
-    prepared = target.prepared(1, settings.server_workers, settings.samples)
     engine = target.engine(1)
+    prepared = target.prepared(engine, 1, settings.server_workers, settings.samples)
+    latency = loadgen_p50(engine, prepared[0], settings, log_dir / "start-SingleStream")
 
     def trial(qps: float, step: int):
         return run_scenario("Server", engine.run, prepared, settings, log_dir / f"Server-trial{step}-{qps:.2f}qps",
@@ -141,7 +142,7 @@ def test_server(load_case, target, load_options, run_session, log_dir, benchmark
 def test_concurrency_sweep(load_case, target, load_options, benchmark):
     levels = load_options.concurrency
     engine = target.engine(1)
-    prepared = target.prepared(1, max(levels), 1)   # one prepared input per concurrent caller, made now
+    prepared = target.prepared(engine, 1, max(levels), 1)   # one prepared input per concurrent caller, made now
     callers = [lambda p=p[0]: engine.run(p) for p in prepared]
     rows = once(benchmark, lambda: load.concurrency_sweep(callers, levels, load_options.window_s,
                                                           load_options.max_windows))

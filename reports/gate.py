@@ -8,14 +8,13 @@ null below 100 samples, and then the case's row says "p99 not gated" and why.
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from .history import InputError
+from .history import InputError, number
 
 METRICS = ("median", "p99", "throughput")
 DEFAULT_THRESHOLDS = {"median": 0.10}
@@ -60,7 +59,9 @@ def _relative_changes(base: pd.Series, new: pd.Series) -> dict[str, float]:
 
 
 def _num(x) -> bool:
-    return x is not None and not (isinstance(x, float) and math.isnan(x)) and x > 0
+    """A positive figure both sides can be compared on."""
+    v = number(x)
+    return v is not None and v > 0
 
 
 _COLUMN = {"median": "median_s", "p99": "p99_s", "throughput": "throughput"}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,15 @@ CASE_FIELDS = ("model", "engine", "precision", "batch_size", "device")
 MEMORY_FIELDS = ("load_rss_bytes", "run_peak_rss_bytes", "gpu_peak_bytes")
 #: what every speedup divides by (as the runs name it; reports/ reads JSON and imports no engine)
 BASELINE = {"engine": "torch", "precision": "fp32"}
+
+
+def number(x) -> float | None:
+    """A recorded figure as a float, or None where the run has none (null, NaN, missing)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 class InputError(Exception):

@@ -8,7 +8,6 @@ JSON only: no engine is imported. Runs saved before these fields existed show "n
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
@@ -17,20 +16,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .history import number  # noqa: E402
+
 MIB = 1024 * 1024
 REFERENCE = "fp32"
 ORDER = ("fp32", "fp16", "bf16", "int8")
 COLORS = {"fp32": "tab:blue", "fp16": "tab:orange", "bf16": "tab:green", "int8": "tab:red"}
 METRICS = {"rss": "host memory [MiB]: load RSS (solid) + run peak (hatched)",
            "artifact": "artifact on disk [MiB]", "gpu": "GPU peak [MiB]"}
-
-
-def _num(x) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _mib(b: float) -> str:
@@ -63,6 +56,7 @@ def _draw(ax, sub: pd.DataFrame, metric: str) -> None:
     if metric == "gpu":  # device memory: the CUDA cases only
         sub = sub[sub["device"] == "cuda"]
     slots = sorted(sub["slot"].unique())
+    col = {"rss": "load_rss_bytes", "artifact": "artifact_bytes", "gpu": "gpu_peak_bytes"}[metric]
     top = 0.0
     for j, slot in enumerate(slots):
         rows = sub[sub["slot"] == slot].set_index("precision")
@@ -71,8 +65,7 @@ def _draw(ax, sub: pd.DataFrame, metric: str) -> None:
         for i, prec in enumerate(precs):
             r, x = rows.loc[prec], j + (i - (len(precs) - 1) / 2) * width
             ref = rows.loc[REFERENCE] if REFERENCE in rows.index and prec != REFERENCE else None
-            col = {"rss": "load_rss_bytes", "artifact": "artifact_bytes", "gpu": "gpu_peak_bytes"}[metric]
-            value, run = _num(r[col]), _num(r["run_peak_rss_bytes"]) if metric == "rss" else None
+            value, run = number(r[col]), number(r["run_peak_rss_bytes"]) if metric == "rss" else None
             if value is None or (metric == "artifact" and value == 0):
                 why = "no file\n(live module)" if metric == "artifact" and value == 0 else "not\nmeasured"
                 ax.text(x, 0, why, ha="center", va="bottom", fontsize=6, rotation=90, color="gray")
@@ -85,7 +78,7 @@ def _draw(ax, sub: pd.DataFrame, metric: str) -> None:
                        hatch="///", edgecolor="black", linewidth=0.4)
                 height += max(run, 0) / MIB
                 label += f"+{run / MIB:.2g}"
-            saved = _change(value, _num(ref[col])) if ref is not None else None
+            saved = _change(value, number(ref[col])) if ref is not None else None
             label += "" if saved is None else f"\n{'−' if saved >= 0 else '+'}{abs(saved):.0f} %"
             ax.text(x, height, label, ha="center", va="bottom", fontsize=6.5,
                     fontweight="bold" if ref is not None else "normal")
@@ -141,12 +134,12 @@ def memory_section(latest: pd.DataFrame) -> list[str]:
             if prec == REFERENCE:
                 continue
             r, parts = rows.loc[prec], []
-            a, a0 = _num(r["artifact_bytes"]), _num(ref["artifact_bytes"])
+            a, a0 = number(r["artifact_bytes"]), number(ref["artifact_bytes"])
             if a and a0:
                 ratio = f"{a0 / a:.2f}× smaller" if a <= a0 else f"{a / a0:.2f}× larger"
                 parts.append(f"artifact {_mib(a)} vs {_mib(a0)} = {ratio}")
             for col, what in (("load_rss_bytes", "load RSS"), ("gpu_peak_bytes", "GPU peak")):
-                m, m0 = _num(r[col]), _num(ref[col])
+                m, m0 = number(r[col]), number(ref[col])
                 if m is not None and m0:
                     saved = _change(m, m0)
                     parts.append(f"{what} {_mib(m)} vs {_mib(m0)} ({abs(saved):.0f} % {'less' if saved >= 0 else 'more'})")

@@ -5,11 +5,10 @@ Every row says which run file it comes from; every speedup divides two cases of 
 """
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from .charts import speedup_table
+from .history import number
 from .memory_charts import memory_section
 
 
@@ -18,7 +17,7 @@ def _ms(x) -> str:
 
 
 def _missing(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
+    return number(x) is None
 
 
 def _speedup(x) -> str:

@@ -162,6 +162,6 @@ def test_offline_builds_a_fixed_batch_engine_for_its_batch_and_checks_it_there(t
     batches = {tuple(m["fields"]["batch_profile"] for m in [json.loads(p.read_text())])
                for p in (tmp_path / "torchscript").glob("*/meta.json")}
     assert batches == {(1,), (8,)}
-    (prepared,) = target.prepared(8, 1, 1)[0]
+    (prepared,) = target.prepared(eight, 8, 1, 1)[0]
     assert eight.to_host(eight.run(prepared))["logits"].shape[0] == 8
     session.close()
