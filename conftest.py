@@ -1,2 +1,2 @@
 """Registers the infermatrix plugin; nothing else lives here."""
-pytest_plugins = ["fixtures.plugin"]
+pytest_plugins = ["infermatrix.fixtures.plugin"]

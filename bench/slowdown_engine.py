@@ -11,9 +11,9 @@ import os
 import time
 from typing import Any, ClassVar
 
-from engines import register_engine
-from engines.base import Outputs
-from engines.torch_eager import TorchEagerEngine
+from infermatrix.engines import register_engine
+from infermatrix.engines.base import Outputs
+from infermatrix.engines.torch_eager import TorchEagerEngine
 
 ENV = "INFERMATRIX_INJECTED_SLOWDOWN"
 

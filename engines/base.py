@@ -61,7 +61,7 @@ class Engine(ABC):
     #: True when ``load`` runs ``spec.module`` itself (eager, torch.compile): the module's
     #: weights are then this engine's memory; False when the artifact stands alone
     live_module: ClassVar[bool] = False
-    #: how its device memory is measured (fixtures/memory.py): "torch" for engines that allocate
+    #: how its device memory is measured (scenarios/memory.py): "torch" for engines that allocate
     #: through PyTorch's caching allocator, "process" for runtimes with their own (NVML)
     gpu_memory: ClassVar[str] = "torch"
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fixtures import digits
-from fixtures.measure import latency_summary
-from fixtures.session import RunSession
+from infermatrix.models import digits
+from infermatrix.scenarios.measure import latency_summary
+from infermatrix.fixtures.session import RunSession
 
 pytestmark = pytest.mark.scenario
 EVAL_BATCH = 64

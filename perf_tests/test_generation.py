@@ -2,7 +2,7 @@
 
 Time to first token (prefill), per-output-token latency (p50/p90/p99) and tokens/s for each
 prompt length, at a fixed output length. Before any timing, the engine's greedy tokens are
-checked against eager fp32's on the same prompt (fixtures.generation.compare_generations);
+checked against eager fp32's on the same prompt (infermatrix.scenarios.generation.compare_generations);
 that first generation is also the warm-up, so torch.compile's graphs for every shape the
 timed runs use are compiled outside the timed region.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.generation import compare_generations, generate, generation_figures
-from fixtures.models import get_model
-from fixtures.session import EVAL_SEED
+from infermatrix.scenarios.generation import compare_generations, generate, generation_figures
+from infermatrix.models.registry import get_model
+from infermatrix.models.registry import EVAL_SEED
 
 pytestmark = pytest.mark.scenario
 

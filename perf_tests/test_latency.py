@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from fixtures.measure import latency_summary
-from fixtures.memory import engine_memory
+from infermatrix.scenarios.measure import latency_summary
+from infermatrix.scenarios.memory import engine_memory
 
 MIN_ROUNDS, MAX_ROUNDS = 10, 2000
 

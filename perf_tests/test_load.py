@@ -1,7 +1,7 @@
 """Scalability under load with MLPerf LoadGen: SingleStream, MultiStream, Server, Offline,
 plus a concurrency sweep with perf_analyzer semantics.
 
-LoadGen schedules the queries, measures their latency and gives the verdict (fixtures/loadgen.py);
+LoadGen schedules the queries, measures their latency and gives the verdict (scenarios/loadgen.py);
 every query's inputs are prepared before the test starts. Durations are CI-sized by default
 (--load-seconds, --load-queries, --server-queries run longer). Each scenario checks
 equivalence first (at the batch it serves), runs once inside ``benchmark.pedantic`` (the
@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from fixtures import load
-from fixtures.load_target import LoadTarget, direct_latency
-from fixtures.loadgen import run_scenario
-from fixtures.matrix import Case
-from fixtures.server_search import server_search
+from infermatrix.scenarios import concurrency
+from infermatrix.fixtures.load_target import LoadTarget, direct_latency
+from infermatrix.scenarios.loadgen import run_scenario
+from infermatrix.fixtures.matrix import Case
+from infermatrix.scenarios.server_search import server_search
 
 pytestmark = pytest.mark.scenario
 INTERFERENCE = 1.5   # LoadGen p50 over a direct call's beyond which the run is flagged
@@ -144,7 +144,7 @@ def test_concurrency_sweep(load_case, target, load_options, benchmark):
     engine = target.engine(1)
     prepared = target.prepared(engine, 1, max(levels), 1)   # one prepared input per concurrent caller, made now
     callers = [lambda p=p[0]: engine.run(p) for p in prepared]
-    rows = once(benchmark, lambda: load.concurrency_sweep(callers, levels, load_options.window_s,
+    rows = once(benchmark, lambda: concurrency.concurrency_sweep(callers, levels, load_options.window_s,
                                                           load_options.max_windows))
     unstable = [r["concurrency"] for r in rows if not r["stable"]]
     record(benchmark, load_case, "Concurrency", {"levels": rows, "unstable_levels": unstable,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fixtures.measure import latency_summary
+from infermatrix.scenarios.measure import latency_summary
 
 ROUNDS, WARMUP, INTERLEAVED_PAIRS = 200, 20, 200
 

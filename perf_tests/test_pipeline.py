@@ -1,6 +1,6 @@
 """The image -> caption pipeline, whole and split (seeds 000 and 004).
 
-Each run mode (fixtures.pipeline.MODES) captions the same generated image. Before timing, a
+Each run mode (infermatrix.scenarios.pipeline.MODES) captions the same generated image. Before timing, a
 mode's vision stage passes the equivalence policy against its eager fp32 and its caption is
 checked against the ``original`` mode's: fp32 modes must write the same tokens; the int8
 mode's first-step logits must keep cosine >= 0.99 (its token agreement is recorded: the LM
@@ -14,12 +14,12 @@ import gc
 
 import pytest
 
-from fixtures.generation import compare_generations
-from fixtures.measure import PeakRss
-from fixtures.models import get_model
-from fixtures.pipeline import (MODES, artifact_bytes, make_test_image, original_runner, pipeline_figures,
+from infermatrix.scenarios.generation import compare_generations
+from infermatrix.scenarios.measure import PeakRss
+from infermatrix.models.registry import get_model
+from infermatrix.scenarios.pipeline import (MODES, artifact_bytes, make_test_image, original_runner, pipeline_figures,
                                split_runner, stage_cases)
-from fixtures.vlm import PIPELINES
+from infermatrix.models.vlm import PIPELINES
 
 pytestmark = pytest.mark.scenario
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from .folders import new_out_dir
 from .history import InputError
 from .percentiles import latency_summary
+from .source_shim import pythonpath, write_shim
 
 WORKER_PLUGIN = "infermatrix_ab_worker"   # reports/ab_worker.py, copied beside each side
 WORKER_SOURCE = Path(__file__).with_name("ab_worker.py")
@@ -135,7 +136,7 @@ def _start(side: Side, cwd: Path, args: list[str], blocks: int, out: Path, plugi
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
     env = dict(inherited, **dict(side.env), INFERMATRIX_AB_BLOCKS=str(blocks), INFERMATRIX_AB_READ_FD=str(to_r),
                INFERMATRIX_AB_WRITE_FD=str(from_w), HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(plugin_dir), str(cwd), os.environ.get("PYTHONPATH")])))
+               PYTHONPATH=pythonpath(plugin_dir, write_shim(cwd, plugin_dir.parent / f"shim-{side.label}"), cwd))
     cmd = [side.python, "-m", "pytest", *args, "-p", WORKER_PLUGIN, "-p", "no:cacheprovider", "-q",
            "--benchmark-json", str(json_path)]
     with open(log_path, "w") as log:

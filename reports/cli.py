@@ -17,7 +17,7 @@ EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infermatrix", description=__doc__.splitlines()[0],
                                      epilog="infermatrix export --pipeline NAME --out DIR: the VL pipeline's "
-                                            "standalone artifacts (see fixtures/vl_export.py)")
+                                            "standalone artifacts (see scenarios/export.py)")
     sub = parser.add_subparsers(dest="command", required=True)
     cmp_ = sub.add_parser("compare", help="statistical regression gate between two sets of saved runs")
     cmp_.add_argument("base", help="baseline: a run JSON or a storage directory (its latest run per case)")

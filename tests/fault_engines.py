@@ -5,11 +5,11 @@ from __future__ import annotations
 import itertools
 from typing import Any, ClassVar
 
-from engines import register_engine
-from engines.base import Outputs
-from engines.torch_eager import TorchEagerEngine
-from fixtures.models import MODELS, ModelSpec, register_model
-from fixtures.zoo import IMAGE, image_inputs
+from infermatrix.engines import register_engine
+from infermatrix.engines.base import Outputs
+from infermatrix.engines.torch_eager import TorchEagerEngine
+from infermatrix.models.registry import MODELS, ModelSpec, register_model
+from infermatrix.models.zoo import IMAGE, image_inputs
 from tests.unexportable import Unexportable
 
 

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from reports.ab import Side, merge_blocks, parse_env
-from reports.cli import main
-from reports.history import InputError
+from infermatrix.reports.ab import Side, merge_blocks, parse_env
+from infermatrix.reports.cli import main
+from infermatrix.reports.history import InputError
 
 SELECTION = ["--", "--models", "tiny-cnn", "--engines", "torch_slowdown", "--precisions", "fp32",
              "--batch-sizes", "1", "-p", "bench.slowdown_engine", "--threads", "1"]

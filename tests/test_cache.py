@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from engines import get_engine
-from fixtures.cache import META, STAGE_PREFIX, CorruptEntryWarning, EngineCache, cache_key
-from fixtures.matrix import Case
-from fixtures.models import get_model, register_model, weights_digest
-from fixtures.session import RunSession
+from infermatrix.engines import get_engine
+from infermatrix.engines.cache import META, STAGE_PREFIX, CorruptEntryWarning, EngineCache, cache_key
+from infermatrix.fixtures.matrix import Case
+from infermatrix.models.registry import get_model, register_model, weights_digest
+from infermatrix.fixtures.session import RunSession
 
 
 def write_artifact(stage: Path) -> None:
@@ -66,7 +66,7 @@ def test_key_changes_when_transformers_changes(monkeypatch, engine):
 
 
 def test_artifact_libraries_cover_what_each_engine_requires():
-    from engines import ENGINES
+    from infermatrix.engines import ENGINES
     for name, cls in ENGINES.items():
         assert set(cls.requires) <= set(cls.artifact_libraries), name
         assert set(cls.library_versions()) == set(cls.artifact_libraries), name

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fixtures import digits
+from infermatrix.models import digits
 
 
 def test_split_is_fixed_and_stratified():

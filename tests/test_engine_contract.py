@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from engines import ENGINES, EngineError
-from fixtures.models import get_model
+from infermatrix.engines import ENGINES, EngineError
+from infermatrix.models.registry import get_model
 
 
 def contract_cases():

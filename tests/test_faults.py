@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.cache import STAGE_PREFIX, CorruptEntryWarning, EngineCache
-from fixtures.matrix import Case
-from fixtures.session import RunSession
-from reports.folders import new_out_dir
-from reports.cli import main as infermatrix
+from infermatrix.engines.cache import STAGE_PREFIX, CorruptEntryWarning, EngineCache
+from infermatrix.fixtures.matrix import Case
+from infermatrix.fixtures.session import RunSession
+from infermatrix.reports.folders import new_out_dir
+from infermatrix.reports.cli import main as infermatrix
 from tests.runs import bench, write_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +117,7 @@ def test_a_corrupted_or_truncated_artifact_is_rebuilt_with_a_warning(tmp_path, d
 BUILDER = """
 import sys, time
 from pathlib import Path
-from fixtures.cache import EngineCache
+from infermatrix.engines.cache import EngineCache
 def build(stage):
     with open(stage / "model.bin", "wb") as f:
         f.write(b"x" * 4096)
@@ -145,10 +145,10 @@ def test_a_build_killed_mid_write_leaves_no_entry_and_the_next_build_succeeds(tm
 RACER = """
 import json, sys
 from pathlib import Path
-from fixtures.cache import EngineCache
-from fixtures import zoo  # registers the built-in models
-from fixtures.matrix import Case
-from fixtures.session import RunSession
+from infermatrix.engines.cache import EngineCache
+from infermatrix.models import zoo  # registers the built-in models
+from infermatrix.fixtures.matrix import Case
+from infermatrix.fixtures.session import RunSession
 s = RunSession(EngineCache(Path(sys.argv[1])))
 s.engine(Case("tiny-cnn", "onnxruntime", "int8", 1, "cpu"))
 print(json.dumps(s.stats.as_dict()))

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from engines import ENGINES, EngineError
-from fixtures.decoder import DecoderConfig, decoder_model
-from fixtures.generation import Generation, GenerationOptions, compare_generations, generate, generation_figures
-from fixtures.matrix import plan_cases
-from fixtures.options import MatrixOptions
+from infermatrix.engines import ENGINES, EngineError
+from infermatrix.models.decoder import DecoderConfig, decoder_model
+from infermatrix.scenarios.generation import Generation, GenerationOptions, compare_generations, generate, generation_figures
+from infermatrix.fixtures.matrix import plan_cases
+from infermatrix.fixtures.options import MatrixOptions
 
 CONFIG = DecoderConfig(n_layer=2, n_embd=32, n_head=2, vocab_size=97, n_positions=64, initializer_range=0.2)
 SPEC = decoder_model("test-gpt2", CONFIG)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import load
-from fixtures.loadgen import LoadGenSettings, run_scenario
-from fixtures.loadgen_result import LoadGenResult, read_detail_log
-from fixtures.server_search import server_search
+from infermatrix.scenarios import concurrency
+from infermatrix.scenarios.loadgen import LoadGenSettings, run_scenario
+from infermatrix.scenarios.loadgen_result import LoadGenResult, read_detail_log
+from infermatrix.scenarios.server_search import server_search
 
 FAST = LoadGenSettings(min_duration_s=0.3, max_duration_s=10, min_queries=64, server_min_queries=64, samples=4)
 
@@ -128,32 +128,32 @@ def test_bad_settings_and_scenarios_are_refused(tmp_path):
 def test_concurrency_sweep_accepts_stable_levels_and_gives_up_on_unstable_ones():
     def service():
         time.sleep(0.002)
-    rows = load.concurrency_sweep([service, service], [1, 2], window_s=0.1, max_windows=8)
+    rows = concurrency.concurrency_sweep([service, service], [1, 2], window_s=0.1, max_windows=8)
     assert [r["concurrency"] for r in rows] == [1, 2] and all(r["stable"] for r in rows)
     assert rows[1]["throughput_qps"] > rows[0]["throughput_qps"] * 1.3  # sleeping service scales
 
     def drifting():  # phases of two windows, alternately 1 ms and 5 ms per call
         time.sleep(0.005 if int(time.perf_counter() / 0.1) % 2 else 0.001)
-    rows = load.concurrency_sweep([drifting], [1], window_s=0.05, max_windows=5)
+    rows = concurrency.concurrency_sweep([drifting], [1], window_s=0.05, max_windows=5)
     assert rows[0]["windows"] == 5 and not rows[0]["stable"]
     with pytest.raises(ValueError, match="prepared callers"):
-        load.concurrency_sweep([service], [1, 2], window_s=0.05, max_windows=2)
+        concurrency.concurrency_sweep([service], [1, 2], window_s=0.05, max_windows=2)
 
 
 def test_concurrency_sweep_stops_on_a_failing_engine():
     def broken():
         raise RuntimeError("out of memory")
-    rows = load.concurrency_sweep([broken, broken], [1, 2], window_s=0.05, max_windows=3)
+    rows = concurrency.concurrency_sweep([broken, broken], [1, 2], window_s=0.05, max_windows=3)
     assert len(rows) == 1 and "out of memory" in rows[0]["failures"][0]
 
 
 def test_offline_builds_a_fixed_batch_engine_for_its_batch_and_checks_it_there(tmp_path):
     """A traced TorchScript graph is specialised to one batch: Offline at batch 8 must not run
     the batch-1 artifact, but a batch-8 build that passed the equivalence check at batch 8."""
-    from fixtures.cache import EngineCache
-    from fixtures.load_target import LoadTarget
-    from fixtures.matrix import Case
-    from fixtures.session import RunSession
+    from infermatrix.engines.cache import EngineCache
+    from infermatrix.fixtures.load_target import LoadTarget
+    from infermatrix.fixtures.matrix import Case
+    from infermatrix.fixtures.session import RunSession
     session = RunSession(EngineCache(tmp_path))
     target = LoadTarget(session, Case("tiny-cnn", "torchscript", "fp32", 1, "cpu"))
     one, eight = target.engine(1), target.engine(8)

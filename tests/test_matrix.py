@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from engines import ENGINES
-from fixtures.matrix import plan_cases
-from fixtures.options import MatrixOptions
+from infermatrix.engines import ENGINES
+from infermatrix.fixtures.matrix import plan_cases
+from infermatrix.fixtures.options import MatrixOptions
 
 
 def opts(explicit=(), **kw) -> MatrixOptions:
@@ -45,7 +45,7 @@ def test_explicit_device_an_engine_lacks_is_a_skip():
 
 
 def test_cuda_without_a_gpu_skips(monkeypatch):
-    monkeypatch.setattr("fixtures.matrix.cuda_available", lambda: False)
+    monkeypatch.setattr("infermatrix.fixtures.matrix.cuda_available", lambda: False)
     planned = plan_cases(opts(devices=("cuda",), explicit={"devices"}, precisions=("fp32",), batch_sizes=(1,)))
     assert planned and all("CUDA is not available" in p.skip_reason for p in planned)
 

@@ -1,14 +1,14 @@
-"""Per-engine memory in a fresh subprocess (fixtures/memory.py), through the real child."""
+"""Per-engine memory in a fresh subprocess (scenarios/memory.py), through the real child."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fixtures.cache import EngineCache
-from fixtures.matrix import Case
-from fixtures.memory import FIELDS, engine_memory
-from fixtures.models import MODELS, ModelSpec, register_model
-from fixtures.session import RunSession
+from infermatrix.engines.cache import EngineCache
+from infermatrix.fixtures.matrix import Case
+from infermatrix.scenarios.memory import FIELDS, engine_memory
+from infermatrix.models.registry import MODELS, ModelSpec, register_model
+from infermatrix.fixtures.session import RunSession
 
 MIB = 2 ** 20
 

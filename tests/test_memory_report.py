@@ -4,8 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from reports.cli import main
-from reports.history import load_frame
+from infermatrix.reports.cli import main
+from infermatrix.reports.history import load_frame
 from tests.runs import bench, write_run
 
 VARIANTS = [("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32")]

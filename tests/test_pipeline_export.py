@@ -8,11 +8,11 @@ import sys
 import pytest
 import torch
 
-from fixtures import vl_export
-from fixtures.cli import main as cli_main
-from fixtures.pipeline import CaptionRun, make_test_image, original_runner, pipeline_figures
-from fixtures.vl_scripts.preprocess import preprocess
-from fixtures.vlm import PIPELINES, VisionLanguageModel, load_lm, load_vision, save_checkpoint
+from infermatrix.scenarios import export
+from infermatrix.fixtures.cli import main as cli_main
+from infermatrix.scenarios.pipeline import CaptionRun, make_test_image, original_runner, pipeline_figures
+from infermatrix.scenarios.export_scripts.preprocess import preprocess
+from infermatrix.models.vlm import PIPELINES, VisionLanguageModel, load_lm, load_vision, save_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +48,7 @@ def test_split_weights_rebuild_the_whole_model():
 
 
 def test_exported_scripts_reproduce_the_original_caption(image, tmp_path):
-    out = vl_export.export_pipeline(PIPELINES["tiny-vl"], tmp_path / "export")
+    out = export.export_pipeline(PIPELINES["tiny-vl"], tmp_path / "export")
     assert sorted(p.name for p in out.iterdir()) == ["generate.py", "lm.safetensors", "manifest.json", "pipeline.json",
                                                       "preprocess.py", "vision.onnx", "vision.py"]
     expected = original_runner(PIPELINES["tiny-vl"], image)().tokens.tolist()
@@ -74,9 +74,9 @@ def test_a_user_checkpoint_replaces_the_built_in_weights(image, tmp_path, capsys
 def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("exporter crashed")
-    monkeypatch.setattr(vl_export, "export_onnx", broken)
+    monkeypatch.setattr(export, "export_onnx", broken)
     with pytest.raises(RuntimeError, match="exporter crashed"):
-        vl_export.export_pipeline(PIPELINES["tiny-vl"], tmp_path / "out")
+        export.export_pipeline(PIPELINES["tiny-vl"], tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reports.charts import speedup_table
-from reports.cli import main, trend_regressions
-from reports.history import latest_per_machine, load_frame
+from infermatrix.reports.charts import speedup_table
+from infermatrix.reports.cli import main, trend_regressions
+from infermatrix.reports.history import latest_per_machine, load_frame
 from tests.runs import bench, write_run
 
 

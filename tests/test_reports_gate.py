@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reports.gate import compare_case, parse_thresholds, to_markdown
-from reports.history import InputError
+from infermatrix.reports.gate import compare_case, parse_thresholds, to_markdown
+from infermatrix.reports.history import InputError
 
 
 def row(samples) -> pd.Series:

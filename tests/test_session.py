@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures.cache import STAGE_PREFIX, CorruptEntryWarning, EngineCache
-from fixtures.matrix import Case
-from fixtures.measure import (MIN_SAMPLES, NOTES_KEY, PeakRss, latency_summary, percentile,
+from infermatrix.engines.cache import STAGE_PREFIX, CorruptEntryWarning, EngineCache
+from infermatrix.fixtures.matrix import Case
+from infermatrix.scenarios.measure import (MIN_SAMPLES, NOTES_KEY, PeakRss, latency_summary, percentile,
                               percentile_figures, percentiles)
-from fixtures.models import MODELS, ModelSpec, register_checkpoint, register_model
-from fixtures.session import RunSession
-from fixtures.zoo import IMAGE, image_inputs
+from infermatrix.models.registry import MODELS, ModelSpec, register_checkpoint, register_model
+from infermatrix.fixtures.session import RunSession
+from infermatrix.models.zoo import IMAGE, image_inputs
 from tests.unexportable import Unexportable
 
 
@@ -64,7 +64,7 @@ def test_corrupt_onnx_artifact_is_rebuilt_and_still_equivalent(tmp_path):
 
 
 def test_missing_engine_package_skips_with_the_reason(session, monkeypatch):
-    from engines import ENGINES
+    from infermatrix.engines import ENGINES
     monkeypatch.setattr(ENGINES["openvino"], "requires", ("torch", "openvino_not_here"))
     with pytest.raises(pytest.skip.Exception, match="openvino needs \\['openvino_not_here'\\]"):
         session.engine(Case("tiny-cnn", "openvino", "fp32", 1, "cpu"))

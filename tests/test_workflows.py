@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from reports.cli import build_parser
+from infermatrix.reports.cli import build_parser
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,23 @@
+"""An equivalence tolerance: the numbers a case must reach against its reference, and why.
+
+Models carry their own overrides (a trained model's int8 row); the default policy lives in
+fixtures/equivalence.py."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float | None        # None: no elementwise test (int8)
+    rtol: float | None
+    min_cosine: float
+    min_sqnr_db: float | None = None
+    min_top1: float | None = None
+    reason: str = "DESIGN.md section 4 default"
+
+    def __post_init__(self) -> None:
+        if (self.atol is None) != (self.rtol is None):
+            raise ValueError(f"atol={self.atol} and rtol={self.rtol}: give both or neither")
+        if not 0.0 <= self.min_cosine <= 1.0:
+            raise ValueError(f"min_cosine={self.min_cosine}; expected a value in [0, 1]")
