@@ -73,5 +73,6 @@ def test_latency(case, run_session, matrix_options, benchmark):
     info.update(engine.details())
     # this engine's own memory, from a fresh subprocess (the test process holds every engine):
     # load_rss_bytes, run_peak_rss_bytes, gpu_peak_bytes; outside the timed region
-    info.update(engine_memory(case, loaded.entry.path, run_session.threads, enabled=matrix_options.engine_memory))
+    info.update(engine_memory(case, loaded.entry.path, run_session.threads, cache_root=run_session.cache.root,
+                              enabled=matrix_options.engine_memory))
     benchmark.extra_info.update(info)

@@ -38,11 +38,11 @@ def test_pipeline(pipeline_mode, test_image, run_session, caption_rounds, origin
     name, mode = pipeline_mode
     pipeline = PIPELINES[name]
     if name not in original_captions:
-        original_captions[name] = original_runner(pipeline, test_image)()
+        original_captions[name] = original_runner(pipeline, test_image, run_session.cache.root)()
     info = {"model": name, "engine": mode, "precision": "fp32", "device": "cpu", "scenario": "pipeline", "mode": mode}
     vision_dir = None
     if MODES[mode] is None:
-        runner = original_runner(pipeline, test_image)
+        runner = original_runner(pipeline, test_image, run_session.cache.root)
     else:
         vision_case, lm_case = stage_cases(name, mode)
         stage = run_session.equivalence(vision_case)
@@ -67,7 +67,7 @@ def test_pipeline(pipeline_mode, test_image, run_session, caption_rounds, origin
     runs = []
     benchmark.group = f"pipeline-{name}"
     benchmark.pedantic(lambda: runs.append(runner()), rounds=caption_rounds, iterations=1, warmup_rounds=0)
-    sizes = artifact_bytes(pipeline, mode, vision_dir)
+    sizes = artifact_bytes(pipeline, mode, vision_dir, run_session.cache.root)
     # peak RSS is the whole process's (other modes' models stay loaded); the delta is what one
     # caption adds on top of what was resident
     added = rss.bytes - rss.start_bytes if rss.start_bytes is not None else None

@@ -15,9 +15,10 @@ from infermatrix.scenarios.export_scripts.preprocess import preprocess
 from infermatrix.models.vlm import PIPELINES, VisionLanguageModel, load_lm, load_vision, save_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("INFERMATRIX_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A private engine cache, passed explicitly (nothing reads it from the environment)."""
+    return tmp_path_factory.getbasetemp() / "cache"
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +38,9 @@ def run_scripts(directory, image, tmp_path) -> list[list[int]]:
     return json.loads(done.stdout.strip().splitlines()[-1])["tokens"]
 
 
-def test_split_weights_rebuild_the_whole_model():
+def test_split_weights_rebuild_the_whole_model(cache):
     pipeline = PIPELINES["tiny-vl"]
-    whole, root = pipeline.original(), pipeline.artifacts()
+    whole, root = pipeline.original(cache), pipeline.artifacts(cache)
     pixels = torch.randn(1, 3, 32, 32)
     with torch.inference_mode():
         assert torch.equal(load_vision(pipeline.config, root / "vision.safetensors")(pixels), whole.vision(pixels))
@@ -47,46 +48,47 @@ def test_split_weights_rebuild_the_whole_model():
         assert torch.equal(load_lm(pipeline.config, root / "lm.safetensors")(ids).logits, whole.lm(ids).logits)
 
 
-def test_exported_scripts_reproduce_the_original_caption(image, tmp_path):
-    out = export.export_pipeline(PIPELINES["tiny-vl"], tmp_path / "export")
+def test_exported_scripts_reproduce_the_original_caption(image, tmp_path, cache):
+    out = export.export_pipeline(PIPELINES["tiny-vl"], tmp_path / "export", cache_root=cache)
     assert sorted(p.name for p in out.iterdir()) == ["generate.py", "lm.safetensors", "manifest.json", "pipeline.json",
                                                       "preprocess.py", "vision.onnx", "vision.py"]
-    expected = original_runner(PIPELINES["tiny-vl"], image)().tokens.tolist()
+    expected = original_runner(PIPELINES["tiny-vl"], image, cache)().tokens.tolist()
     got = run_scripts(out, image, tmp_path)
     assert got == expected and len(got[0]) == PIPELINES["tiny-vl"].config.caption_tokens
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest) == {"generate.py", "lm.safetensors", "pipeline.json", "preprocess.py", "vision.onnx", "vision.py"}
 
 
-def test_a_user_checkpoint_replaces_the_built_in_weights(image, tmp_path, capsys):
+def test_a_user_checkpoint_replaces_the_built_in_weights(image, tmp_path, capsys, cache):
     config = PIPELINES["tiny-vl"].config
     torch.manual_seed(123)
     mine = VisionLanguageModel(config).eval()
     checkpoint = save_checkpoint(mine, tmp_path / "my-vlm")
-    assert cli_main(["export", "--pipeline", "tiny-vl", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 0
+    assert cli_main(["export", "--pipeline", "tiny-vl", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+                     "--engine-cache", str(cache)]) == 0
     got = run_scripts(tmp_path / "out", image, tmp_path)
     pixels = torch.from_numpy(preprocess(image, config.image_size, config.mean, config.std))
     assert got == mine.caption(pixels)[0].tolist()
-    assert got != original_runner(PIPELINES["tiny-vl"], image)().tokens.tolist()
+    assert got != original_runner(PIPELINES["tiny-vl"], image, cache)().tokens.tolist()
     assert json.loads((tmp_path / "out" / "pipeline.json").read_text())["source"] == str(checkpoint.resolve())
 
 
-def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
+def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch, cache):
     def broken(*args, **kwargs):
         raise RuntimeError("exporter crashed")
     monkeypatch.setattr(export, "export_onnx", broken)
     with pytest.raises(RuntimeError, match="exporter crashed"):
-        export.export_pipeline(PIPELINES["tiny-vl"], tmp_path / "out")
+        export.export_pipeline(PIPELINES["tiny-vl"], tmp_path / "out", cache_root=cache)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_existing_export_is_replaced_only_with_force(tmp_path, capsys):
+def test_an_existing_export_is_replaced_only_with_force(tmp_path, capsys, cache):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert cli_main(["export", "--pipeline", "tiny-vl", "--out", str(out)]) == 2
+    assert cli_main(["export", "--pipeline", "tiny-vl", "--out", str(out), "--engine-cache", str(cache)]) == 2
     assert "exists and is not an empty directory" in capsys.readouterr().err and (out / "keep.txt").exists()
-    assert cli_main(["export", "--pipeline", "tiny-vl", "--out", str(out), "--force"]) == 0
+    assert cli_main(["export", "--pipeline", "tiny-vl", "--out", str(out), "--force", "--engine-cache", str(cache)]) == 0
     assert not (out / "keep.txt").exists() and (out / "vision.onnx").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
