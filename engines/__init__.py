@@ -1,7 +1,9 @@
-"""Inference backends behind one protocol (see engines.base.Engine)."""
-from .base import (DEVICES, PRECISIONS, BuildSpec, Engine, EngineError, EngineUnavailable,
+"""Inference backends behind one protocol (see engines.base.Engine), the shared ONNX stage
+(export, transformer fusion, int8 quantization, fp16 conversion) and the artifact cache."""
+from .base import (DEVICES, INT8_SCHEMES, PRECISIONS, SOURCES, BuildSpec, Engine, EngineError, EngineUnavailable,
                    Outputs, TransformerHints)
-from .registry import BASELINE_ENGINE, ENGINES, get_engine, register_engine
+from .registry import BASELINE_ENGINE, ENGINES, baseline_for, get_engine, register_engine
 
-__all__ = ["DEVICES", "PRECISIONS", "BuildSpec", "Engine", "EngineError", "EngineUnavailable",
-           "Outputs", "TransformerHints", "BASELINE_ENGINE", "ENGINES", "get_engine", "register_engine"]
+__all__ = ["DEVICES", "INT8_SCHEMES", "PRECISIONS", "SOURCES", "BuildSpec", "Engine", "EngineError",
+           "EngineUnavailable", "Outputs", "TransformerHints", "BASELINE_ENGINE", "ENGINES", "baseline_for",
+           "get_engine", "register_engine"]

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .spec import DEVICES, INT8_SCHEMES, PRECISIONS, BuildSpec, TransformerHints  # noqa: F401  (re-exported)
+from .spec import DEVICES, INT8_SCHEMES, PRECISIONS, SOURCES, BuildSpec, TransformerHints  # noqa: F401  (re-exported)
 
 #: engine outputs, in the runtime's own types (tensors, OrtValues ...), by output name
 Outputs = dict[str, Any]
@@ -56,6 +56,13 @@ class Engine(ABC):
     #: (``BuildSpec.dynamic_axes``) and chains its own outputs back in (``step``): what
     #: token generation with a growing KV cache needs
     dynamic_shapes: ClassVar[bool] = False
+    #: model sources this engine can build from (BuildSpec.source): "torch" needs the module,
+    #: "onnx" takes a user's ONNX file as given
+    consumes: ClassVar[frozenset[str]] = frozenset({"torch"})
+    #: sources for which this engine at fp32 is the reference every other case is compared with
+    reference_for: ClassVar[frozenset[str]] = frozenset()
+    #: int8 recipes it builds (engines/spec.py INT8_SCHEMES); empty when it has no int8
+    int8_schemes: ClassVar[frozenset[str]] = frozenset()
     #: printed once in the run summary when the engine was used
     notice: ClassVar[str | None] = None
     #: True when ``load`` runs ``spec.module`` itself (eager, torch.compile): the module's
@@ -104,6 +111,23 @@ class Engine(ABC):
         return None
 
     @classmethod
+    def source_problem(cls, source: str) -> str | None:
+        """Why this engine cannot build a model of ``source`` (None when it can)."""
+        if source in cls.consumes:
+            return None
+        if source == "onnx":
+            return f"{cls.name} needs a torch module; an onnx: model is an ONNX file (engines for it: the ONNX consumers)"
+        return f"{cls.name} builds from {sorted(cls.consumes)} models only; this one is a {source} model"
+
+    @classmethod
+    def scheme_problem(cls, scheme: str) -> str | None:
+        """Why this engine cannot build int8 ``scheme`` (None when it can)."""
+        if scheme in cls.int8_schemes:
+            return None
+        return (f"{cls.name} has no int8 scheme {scheme!r}; it builds {sorted(cls.int8_schemes) or 'no int8'} "
+                f"(all schemes: {', '.join(INT8_SCHEMES)})")
+
+    @classmethod
     def missing_requirements(cls) -> list[str]:
         """Modules in ``requires`` that are not installed (no import is performed)."""
         return [m for m in cls.requires if importlib.util.find_spec(m) is None]
@@ -129,6 +153,11 @@ class Engine(ABC):
         """Class-level settings that shape the artifact; part of the cache key, so changing
         how an engine builds invalidates what it built before."""
         return {}
+
+    def notice_text(self) -> str | None:
+        """Printed once in the run summary and recorded in the case's extra_info (class
+        ``notice`` unless this engine instance says more, e.g. only at one precision)."""
+        return self.notice
 
     def availability_problem(self) -> str | None:
         """Why this engine cannot run here right now (None when it can)."""

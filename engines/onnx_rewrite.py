@@ -1,6 +1,8 @@
-"""Small ONNX graph rewrites the quantizers need."""
+"""Small ONNX graph rewrites of the ONNX stage: Gemm -> MatMul for the weight-only quantizer,
+float32 -> float16 with float32 inputs and outputs."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -32,3 +34,11 @@ def gemm_to_matmul(model: Any) -> int:
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return rewritten
+
+
+def to_fp16(src: Path, dst: Path, keep_io_types: bool = True) -> None:
+    """``src`` with fp16 weights and activations written to ``dst``; ``keep_io_types`` keeps
+    float32 inputs and outputs (casts at the edges), so callers feed what fp32 rows feed."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=keep_io_types), str(dst))

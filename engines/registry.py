@@ -32,3 +32,13 @@ for _cls in (TorchEagerEngine, TorchScriptEngine, TorchCompileEngine, OnnxRuntim
     register_engine(_cls)
 
 BASELINE_ENGINE = TorchEagerEngine.name
+
+
+def baseline_for(source: str) -> str:
+    """The engine whose fp32 outputs are the reference for a model of ``source``
+    (class data ``reference_for``: PyTorch eager for modules, ONNX Runtime CPU for ONNX files)."""
+    # declared on the class itself: a subclass (a test's slowed-down eager) is not a reference
+    found = [name for name, cls in ENGINES.items() if source in vars(cls).get("reference_for", ())]
+    if len(found) != 1:
+        raise LookupError(f"expected one registered engine with {source!r} in reference_for; found {found}")
+    return found[0]

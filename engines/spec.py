@@ -3,15 +3,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 DEVICES = ("cpu", "cuda")
-#: static: QDQ with calibrated activations (CNNs); dynamic: activations quantized per call
-#: (encoders); weight_only: int8 weights in blocks, what LLM decoders ship with
-INT8_SCHEMES = ("static", "dynamic", "weight_only")
+#: int8 recipes. static: Q/DQ with activation ranges calibrated on sample inputs; dynamic:
+#: weights int8, activations quantized per call; each with one weight scale per tensor or per
+#: output channel. weight_only: int8 weights in blocks of 32 (MatMulNBits), what LLM decoders
+#: ship with. Which of them an engine builds is its class data ``Engine.int8_schemes``.
+INT8_SCHEMES = ("static", "static_per_channel", "dynamic", "dynamic_per_channel", "weight_only")
+#: where a model comes from: a torch module (code, zoo, hf: directories) or an ONNX file (onnx:)
+SOURCES = ("torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ class BuildSpec:
     """
 
     name: str
-    module: Any
+    module: Any                      # None for an onnx: model (``onnx_file`` is the model then)
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     example_inputs: Mapping[str, Any]
@@ -46,10 +51,17 @@ class BuildSpec:
     #: non-batch axes that vary between calls, by input/output name: {name: {axis: label}}
     #: (a decoder's sequence and KV-cache lengths). Only engines with ``dynamic_shapes`` take them.
     dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+    #: the user's own ONNX file (onnx: models): ONNX engines run it as given, no export
+    onnx_file: Path | None = None
+    #: cache for intermediate artifacts shared by engines (the ONNX stage):
+    #: ``store(kind, key_fields, build(stage_dir)) -> entry dir``; None builds uncached in place
+    store: Callable[[str, Mapping[str, Any], Callable[[Path], None]], Path] | None = None
 
     def __post_init__(self) -> None:
         if self.onnx_exporter not in ("dynamo", "torchscript"):
             raise ValueError(f"onnx_exporter={self.onnx_exporter!r}; expected 'dynamo' or 'torchscript'")
+        if self.module is not None and self.onnx_file is not None:
+            raise ValueError(f"{self.name}: give a module (a torch model) or an onnx_file, not both")
         if self.int8_scheme not in INT8_SCHEMES:
             raise ValueError(f"int8_scheme={self.int8_scheme!r}; expected one of {INT8_SCHEMES}")
         missing = [n for n in self.input_names if n not in self.example_inputs]
@@ -60,6 +72,11 @@ class BuildSpec:
         if unknown or any(0 in axes for axes in self.dynamic_axes.values()):
             raise ValueError(f"dynamic_axes {dict(self.dynamic_axes)}: names must be among {names} "
                              "and axis 0 (batch) is always dynamic, so it is not listed")
+
+    @property
+    def source(self) -> str:
+        """"onnx" for a user's ONNX file, "torch" for a module."""
+        return "onnx" if self.onnx_file is not None else "torch"
 
     def positional(self, inputs: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(inputs[n] for n in self.input_names)

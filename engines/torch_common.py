@@ -6,7 +6,8 @@ from typing import Any
 
 from .base import BuildSpec, Engine, Outputs
 
-TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+#: the dtype of a precision's floating tensors (int8 models take and return float32)
+TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "float32"}
 
 
 def torch_dtype(precision: str) -> Any:

@@ -59,7 +59,7 @@ def test_latency(case, run_session, matrix_options, benchmark):
     flops = run_session.flops(case)
     info = {
         "model": case.model, "engine": case.engine, "precision": case.precision,
-        "batch_size": case.batch_size, "device": case.device, **summary,
+        "int8_scheme": run_session.scheme(case), "batch_size": case.batch_size, "device": case.device, **summary,
         "rounds": rounds, "warmup_rounds": warmup,
         "artifact_bytes": loaded.entry.artifact_bytes, "build_seconds": loaded.entry.build_seconds,
         "built_this_run": loaded.entry.built,
@@ -71,6 +71,10 @@ def test_latency(case, run_session, matrix_options, benchmark):
         "flops": flops, "gflops_per_s": (flops / summary["mean_s"] / 1e9) if flops else None,
     }
     info.update(engine.details())
+    if engine.notice_text():  # e.g. a deprecated API the engine measures: the summary says it once
+        info["engine_notice"] = engine.notice_text()
+    if run_session.model_note(case):  # e.g. "embeddings: mean-pooled over the attention mask"
+        info["model_note"] = run_session.model_note(case)
     # this engine's own memory, from a fresh subprocess (the test process holds every engine):
     # load_rss_bytes, run_peak_rss_bytes, gpu_peak_bytes; outside the timed region
     info.update(engine_memory(case, loaded.entry.path, run_session.threads, cache_root=run_session.cache.root,

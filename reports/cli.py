@@ -109,6 +109,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from . import charts, scenario_charts
+    from .int8_schemes import load_checks
     from .summary import summary_markdown
     frame = load_frame(args.runs)
     latency = frame[frame["is_latency"]].astype({"batch_size": int})
@@ -130,7 +131,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             charts.load_curves(frame, out), *charts.accuracy_charts(frame, out),
             scenario_charts.generation_chart(frame, out), scenario_charts.pipeline_chart(frame, out)]
     names = [p.name for p in made if p is not None]
-    (out / "summary.md").write_text(summary_markdown(latest, latency["path"].nunique(), names))
+    checks = load_checks(args.runs)  # every equivalence check, failed int8 schemes included
+    (out / "summary.md").write_text(summary_markdown(latest, latency["path"].nunique(), names, checks))
     print(f"wrote {len(names)} charts and summary.md to {out}")
     return EXIT_OK
 

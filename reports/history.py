@@ -76,7 +76,8 @@ def case_id(bench: dict[str, Any]) -> str:
     """``resnet50-onnxruntime-int8-bs8-cpu`` for latency benchmarks, else the test's fullname."""
     info = bench.get("extra_info") or {}
     if is_latency(bench):
-        return "{model}-{engine}-{precision}-bs{batch_size}-{device}".format(**info)
+        scheme = f"-{info['int8_scheme']}" if info.get("int8_scheme") and info["precision"] == "int8" else ""
+        return "{model}-{engine}-{precision}{scheme}-bs{batch_size}-{device}".format(**info, scheme=scheme)
     return str(bench.get("fullname") or bench.get("name"))
 
 
@@ -89,11 +90,17 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
             stats, info = bench.get("stats") or {}, bench.get("extra_info") or {}
             if "median" not in stats:
                 raise InputError(f"{path}: benchmark {bench.get('name')!r} has no stats.median")
+            scheme = info.get("int8_scheme")
             rows.append({
                 "run": path.name, "path": str(path), "datetime": run.datetime, "machine": run.machine,
                 "case": case_id(bench), "name": bench.get("name"), "group": bench.get("group"),
                 "is_latency": is_latency(bench),
                 **{k: info.get(k) for k in CASE_FIELDS},
+                # int8 cases carry their scheme in the label (int8-dynamic, int8-static_per_channel):
+                # schemes are distinct cases, side by side in every chart and table
+                "precision": f"{info['precision']}-{scheme}" if scheme and info.get("precision") == "int8"
+                else info.get("precision"),
+                "int8_scheme": scheme,
                 "median_s": stats["median"], "mean_s": stats.get("mean"), "rounds": stats.get("rounds"),
                 # the median is p50; a p90/p99 the run did not record stays missing (a run
                 # records null below 100 samples): the max of 40 rounds is no p99

@@ -43,6 +43,11 @@ def memory_cases(latest: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _color(precision: str) -> str:
+    """int8 schemes (int8-dynamic ...) share int8's colour family."""
+    return COLORS.get(precision, COLORS.get(precision.split("-")[0], "gray"))
+
+
 def _precisions(values) -> list[str]:
     return [p for p in ORDER if p in set(values)] + sorted(set(values) - set(ORDER))
 
@@ -71,10 +76,10 @@ def _draw(ax, sub: pd.DataFrame, metric: str) -> None:
                 ax.text(x, 0, why, ha="center", va="bottom", fontsize=6, rotation=90, color="gray")
                 continue
             height = value / MIB
-            ax.bar(x, height, width * 0.92, color=COLORS.get(prec, "gray"), edgecolor="black", linewidth=0.4)
+            ax.bar(x, height, width * 0.92, color=_color(prec), edgecolor="black", linewidth=0.4)
             label = f"{value / MIB:.3g}"
             if run is not None:
-                ax.bar(x, max(run, 0) / MIB, width * 0.92, bottom=height, color=COLORS.get(prec, "gray"), alpha=0.35,
+                ax.bar(x, max(run, 0) / MIB, width * 0.92, bottom=height, color=_color(prec), alpha=0.35,
                        hatch="///", edgecolor="black", linewidth=0.4)
                 height += max(run, 0) / MIB
                 label += f"+{run / MIB:.2g}"
@@ -104,7 +109,7 @@ def memory_by_precision(latest: pd.DataFrame, out: Path) -> Path:
         for ax, metric in zip(row, metrics):
             _draw(ax, sub, metric)
             ax.set_title(f"{panel} (batch {sub['batch_size'].min()}): {METRICS[metric]}", fontsize=9)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS.get(p, "gray")) for p in _precisions(df["precision"])]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=_color(p)) for p in _precisions(df["precision"])]
     handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", hatch="///", edgecolor="black"))
     fig.legend(handles, [*_precisions(df["precision"]), "run peak above loaded"], loc="upper center",
                ncol=len(handles), fontsize=8, bbox_to_anchor=(0.5, 1.0))

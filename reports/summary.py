@@ -9,6 +9,7 @@ import pandas as pd
 
 from .charts import speedup_table
 from .history import number
+from .int8_schemes import notices, scheme_section
 from .memory_charts import memory_section
 
 
@@ -62,7 +63,8 @@ def _machine_section(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def summary_markdown(latest: pd.DataFrame, runs_read: int, charts: list[str]) -> str:
+def summary_markdown(latest: pd.DataFrame, runs_read: int, charts: list[str],
+                     checks: pd.DataFrame | None = None) -> str:
     """``latest`` from ``history.latest_per_machine``: per machine, each case's newest run."""
     table = speedup_table(latest).sort_values("run_seq", kind="stable")
     lines = ["# infermatrix summary", "",
@@ -71,6 +73,8 @@ def summary_markdown(latest: pd.DataFrame, runs_read: int, charts: list[str]) ->
              "has no eager fp32 at the same model, device and batch). A p99 needs at least 100 samples.", ""]
     for machine, sub in table.groupby("machine", sort=True):
         lines += [f"## Machine: {machine}", ""] + _machine_section(sub) + [""]
+    lines += scheme_section(table, checks if checks is not None else pd.DataFrame())
     lines += memory_section(latest)
+    lines += notices(latest)
     lines += ["## Charts", ""] + [f"![{c}]({c})" for c in charts]
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ def test_default_matrix_omits_impossible_combinations():
     assert ids(planned) == [
         "tiny-cnn-torch-fp32-bs1-cpu", "tiny-cnn-torch-fp32-bs8-cpu",
         "tiny-cnn-onnxruntime-fp32-bs1-cpu", "tiny-cnn-onnxruntime-fp32-bs8-cpu",
-        "tiny-cnn-onnxruntime-int8-bs1-cpu", "tiny-cnn-onnxruntime-int8-bs8-cpu",
+        "tiny-cnn-onnxruntime-int8-static_per_channel-bs1-cpu", "tiny-cnn-onnxruntime-int8-static_per_channel-bs8-cpu",
     ]
     assert all(p.skip_reason is None for p in planned)
 
@@ -71,14 +71,14 @@ def test_marks_follow_device_engine_and_slowness():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--models", "resnet51"], "unknown value(s) 'resnet51'; valid values:"),
+    (["--models", "resnet51"], "--models: unknown model 'resnet51'; registered models:"),
     (["--engines", "tensorrtx"], "valid values: onnxruntime, openvino, torch, torch_compile, torchscript"),
     (["--precisions", "fp64"], "valid values: fp32, fp16, bf16, int8"),
     (["--batch-sizes", "0"], "'0' is not a positive integer"),
     (["--devices", "tpu"], "valid values: cpu, cuda"),
     (["--latency-time", "-1"], "expected a positive number of seconds"),
-    (["--prompt-lengths", "32,x"], "--prompt-lengths='32,x'; expected positive integers"),
-    (["--pipelines", "vl,nope"], "unknown ['nope']; valid values: tiny-vl, vl"),
+    (["--prompt-lengths", "32,x"], "--prompt-lengths = '32,x': 'x' is not a positive integer"),
+    (["--pipelines", "vl,nope"], "unknown value(s) 'nope'; valid values: tiny-vl, vl"),
 ])
 def test_unknown_option_values_are_usage_errors(pytester, args, message, repo_root):
     result = pytester.runpytest_subprocess(str(repo_root / "perf_tests"), "--collect-only", "-q", *args)
@@ -91,6 +91,6 @@ def test_collected_ids_and_narrowing(pytester, repo_root):
         str(repo_root / "perf_tests" / "test_latency.py"), "--collect-only", "-q",
         "--models", "tiny-cnn", "--engines", "onnxruntime,torch", "--batch-sizes", "4",
         "-k", "int8 or torch-fp32")
-    result.stdout.fnmatch_lines(["*test_latency[[]tiny-cnn-onnxruntime-int8-bs4-cpu[]]",
+    result.stdout.fnmatch_lines(["*test_latency[[]tiny-cnn-onnxruntime-int8-static_per_channel-bs4-cpu[]]",
                                  "*test_latency[[]tiny-cnn-torch-fp32-bs4-cpu[]]",
                                  "*2/3 tests collected*"])

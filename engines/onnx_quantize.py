@@ -1,0 +1,125 @@
+"""The int8 recipes of the ONNX stage (engines/onnx_stage.py), built with ONNX Runtime's quantizer.
+
+- ``dynamic`` / ``dynamic_per_channel``: int8 weights (one scale per tensor or per output
+  channel), activations quantized on every call (``quantize_dynamic``);
+- ``static`` / ``static_per_channel``: Q/DQ pairs with activation ranges calibrated (MinMax)
+  on the model's seeded calibration batches (``quantize_static``);
+- ``weight_only``: int8 weights in blocks of 32 (MatMulNBits), what LLM decoders ship with.
+
+``RECIPES`` holds every setting a scheme uses; the stage puts it in the step's cache key, so
+changing a setting here rebuilds what was quantized with the old one.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .onnx_rewrite import gemm_to_matmul
+from .spec import INT8_SCHEMES
+
+_DYNAMIC = {"api": "quantize_dynamic", "weight_type": "QInt8"}
+_STATIC = {"api": "quantize_static", "format": "QDQ", "activation_type": "QUInt8", "weight_type": "QInt8",
+           "calibrate_method": "MinMax"}
+#: scheme -> the settings it is built with (part of the stage's cache key)
+RECIPES: dict[str, dict[str, Any]] = {
+    "dynamic": {**_DYNAMIC, "per_channel": False},
+    "dynamic_per_channel": {**_DYNAMIC, "per_channel": True},
+    "static": {**_STATIC, "per_channel": False},
+    "static_per_channel": {**_STATIC, "per_channel": True},
+    "weight_only": {"api": "MatMulNBitsQuantizer", "bits": 8, "block_size": 32, "is_symmetric": True,
+                    "accuracy_level": 4, "gemm_to_matmul": True},
+}
+CALIBRATED = frozenset({"static", "static_per_channel"})
+#: operators that say a graph was quantized, counted in the step's record
+INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+                      "ConvInteger", "DynamicQuantizeMatMul", "QLinearConv", "QLinearMatMul", "MatMulNBits"})
+
+Batch = Mapping[str, np.ndarray]
+
+
+def reinfer_shapes(src: Path, dst: Path) -> None:
+    """Drop the exporter's/fuser's value_info and re-run symbolic shape inference.
+
+    quantize_dynamic fails on both exporters' graphs without it (measured: the dynamo graph
+    carries a stale shape, "Inferred shape and existing shape differ"; the fused graph's
+    contrib ops have no types for onnx's own shape inference).
+    """
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    model = onnx.load(str(src))
+    del model.graph.value_info[:]
+    onnx.save(SymbolicShapeInference.infer_shapes(model, auto_merge=True), str(dst))
+
+
+class CalibrationReader:
+    """onnxruntime.quantization.CalibrationDataReader over seeded batches."""
+
+    def __init__(self, batches: Iterable[Batch]) -> None:
+        self._it = iter(batches)
+
+    def get_next(self) -> Batch | None:
+        return next(self._it, None)
+
+
+def quantize(scheme: str, src: Path, dst: Path, tmp: Path, calibration: list[Batch] | None) -> dict[str, Any]:
+    """Quantize ``src`` into ``dst`` with ``scheme``; intermediates go to ``tmp``. Returns
+    what was done: the scheme, the int8 operators in the result and the scheme's own facts."""
+    if scheme not in RECIPES:
+        raise ValueError(f"int8 scheme {scheme!r}; expected one of {INT8_SCHEMES}")
+    recipe = RECIPES[scheme]
+    record: dict[str, Any] = {"int8_scheme": scheme}
+    if scheme in CALIBRATED:
+        _quantize_static(src, dst, tmp, recipe, calibration)
+    else:
+        shaped = tmp / "shaped.onnx"
+        reinfer_shapes(src, shaped)
+        if scheme == "weight_only":
+            record.update(_quantize_weights(shaped, dst, recipe))
+        else:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+            quantize_dynamic(str(shaped), str(dst), weight_type=QuantType[recipe["weight_type"]],
+                             per_channel=recipe["per_channel"])
+    record["int8_ops"] = int8_ops(dst)
+    return record
+
+
+def _quantize_static(src: Path, dst: Path, tmp: Path, recipe: Mapping[str, Any], calibration: list[Batch] | None) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    if not calibration:
+        raise ValueError("static int8 needs calibration batches (BuildSpec.calibration); the spec has none")
+    pre = tmp / "pre.onnx"
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+    quantize_static(str(pre), str(dst), CalibrationReader(calibration),
+                    quant_format=QuantFormat[recipe["format"]], per_channel=recipe["per_channel"],
+                    activation_type=QuantType[recipe["activation_type"]], weight_type=QuantType[recipe["weight_type"]],
+                    calibrate_method=CalibrationMethod[recipe["calibrate_method"]])
+
+
+def _quantize_weights(src: Path, dst: Path, recipe: Mapping[str, Any]) -> dict[str, int]:
+    """int8 weights in blocks of 32 with fp32 scales; accuracy_level 4 lets the kernel
+    quantize activations per block on the fly. Measured on the trained tiny-gpt2 (greedy,
+    32 tokens, 6 prompts): token agreement 0.97-1.0 and 0.67 ms/token, where dynamic
+    per-tensor int8 agreed on 0.47-1.0 (0.92 ms) and per-channel on 0.66-1.0."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    model = onnx.load(str(src))
+    # MatMulNBits takes MatMul only; GPT-2's Conv1D layers export as Gemm
+    rewritten = gemm_to_matmul(model) if recipe["gemm_to_matmul"] else 0
+    quantizer = MatMulNBitsQuantizer(model, bits=recipe["bits"], block_size=recipe["block_size"],
+                                     is_symmetric=recipe["is_symmetric"], accuracy_level=recipe["accuracy_level"])
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst), False)
+    matmuls = sum(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node)
+    return {"gemm_rewritten_to_matmul": rewritten, "weight_only_matmuls": matmuls}
+
+
+def int8_ops(path: Path) -> dict[str, int]:
+    """How many of each quantization operator the graph at ``path`` holds."""
+    import onnx
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return dict(sorted(Counter(n.op_type for n in graph.node if n.op_type in INT8_OPS).items()))

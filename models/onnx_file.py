@@ -1,0 +1,174 @@
+"""A user's ONNX file as a model (``onnx:PATH``), run as given by the engines that consume ONNX.
+
+Its inputs follow the graph: declared names, element types and shapes. The first axis of
+every input is the batch (symbolic: it takes the batch size; fixed at 1: the model runs at
+batch 1 only); every other symbolic dimension takes its value from ``dims`` (NAME=VALUE; an
+unnamed dynamic dimension is called ``<input>_dim<axis>``). Inputs are seeded:
+
+- floating point: standard normal;
+- integers whose name contains ``mask``: ones (nothing masked); ``token_type`` / ``segment``:
+  zeros; ``position``: 0..n-1 along the last axis; any other integer: uniform in [0, 100),
+  valid ids for any vocabulary or table of at least 100 entries;
+- bool: random.
+
+Its int8 scheme comes from the graph (a Conv: static per-channel, else dynamic), calibrated
+on the same seeded inputs; ONNX Runtime CPU fp32 is its reference (engines.registry.baseline_for).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infermatrix.engines import BuildSpec
+
+from .registry import ModelSpec, register_model
+
+INT_RANGE = (0, 100)
+CONV_OPS = frozenset({"Conv", "ConvTranspose", "QLinearConv", "ConvInteger"})
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    name: str
+    dtype: Any                       # numpy dtype
+    dims: tuple[int | str, ...]      # fixed sizes and symbolic names; dims[0] is the batch
+
+
+@dataclass(frozen=True)
+class OnnxFileModel(ModelSpec):
+    """A ModelSpec whose graph may fix its batch axis at 1: examples and calibration then use batch 1."""
+
+    fixed_batch: bool = False
+
+    def calibration(self, batches: int = 8, batch_size: int = 4) -> Callable[[], list[dict]]:
+        return super().calibration(batches, 1 if self.fixed_batch else batch_size)
+
+    def build_spec(self, module: Any, example_batch: int, **kwargs: Any) -> BuildSpec:
+        return super().build_spec(module, 1 if self.fixed_batch else example_batch, **kwargs)
+
+
+def read_graph(path: Path) -> tuple[list[GraphInput], list[str], set[str]]:
+    """(inputs, output names, operator types) of the ONNX file at ``path``."""
+    import onnx
+    from google.protobuf.message import DecodeError
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except DecodeError as exc:
+        raise ValueError(f"{path} is not an ONNX model (it does not parse as one: {exc})") from exc
+    graph = model.graph
+    # an empty or foreign protobuf can parse as an empty ModelProto
+    if model.ir_version < 1 or not graph.node or not graph.output:
+        raise ValueError(f"{path} is not an ONNX model (ir_version {model.ir_version}, "
+                         f"{len(graph.node)} nodes, {len(graph.output)} outputs)")
+    weights = {t.name for t in graph.initializer}
+    inputs = []
+    for value in graph.input:
+        if value.name in weights:  # IR < 4 graphs list their weights as inputs too
+            continue
+        tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or not tensor.HasField("shape"):
+            raise ValueError(f"{path}: input {value.name!r} is not a tensor of known rank; "
+                             "only tensor inputs with declared shapes can be generated")
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        except KeyError as exc:
+            raise ValueError(f"{path}: input {value.name!r} has element type {tensor.elem_type}, "
+                             "which has no numpy type to generate it with") from exc
+        dims = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or f"{value.name}_dim{axis}"
+                     for axis, d in enumerate(tensor.shape.dim))
+        inputs.append(GraphInput(value.name, dtype, dims))
+    if not inputs:
+        raise ValueError(f"{path}: the graph has no inputs to feed")
+    ops = {n.op_type for n in graph.node} | {n.op_type for f in model.functions for n in f.node}
+    return inputs, [o.name for o in graph.output], ops
+
+
+def _batch_axis(path: Path, inputs: list[GraphInput]) -> tuple[set[str], bool]:
+    """(symbols that name the batch, whether the batch is fixed at 1)."""
+    symbols, fixed = set(), False
+    for i in inputs:
+        if not i.dims:
+            raise ValueError(f"{path}: input {i.name!r} is a scalar; every input needs a first (batch) axis")
+        first = i.dims[0]
+        if isinstance(first, str):
+            symbols.add(first)
+        elif first == 1:
+            fixed = True
+        else:
+            raise ValueError(f"{path}: input {i.name!r} has a fixed first (batch) axis of {first}; "
+                             "the first axis is run as the batch, so it must be symbolic or 1")
+    return symbols, fixed
+
+
+def _dim_values(path: Path, inputs: list[GraphInput], batch: set[str], dims: Mapping[str, int]) -> dict[str, int]:
+    """Every non-batch symbolic dim's value from ``dims``; a missing one is an error listing them all.
+    Entries for other symbols are ignored: one ``dims`` serves every onnx: file of a run."""
+    users: dict[str, list[str]] = {}
+    for i in inputs:
+        for axis, d in enumerate(i.dims):
+            if isinstance(d, str) and d not in batch:
+                users.setdefault(d, []).append(f"{i.name}[{axis}]")
+    bad = {k: v for k, v in dims.items() if k in users and (not isinstance(v, int) or isinstance(v, bool) or v < 1)}
+    if bad:
+        raise ValueError(f"{path}: dims {bad}: each value must be a positive integer")
+    missing = [d for d in users if d not in dims]
+    if missing:
+        listed = "; ".join(f"{d} (used by {', '.join(u)})" for d, u in users.items())
+        batch_note = f"; batch axis: {', '.join(sorted(batch))} (set by the batch size)" if batch else ""
+        raise ValueError(f"{path}: no value for symbolic dim(s) {', '.join(missing)}; give each as NAME=VALUE. "
+                         f"The graph's symbolic dims: {listed}{batch_note}")
+    return {d: int(dims[d]) for d in users}
+
+
+def _generator(inputs: list[GraphInput], batch_symbols: set[str], fixed: bool, values: dict[str, int],
+               path: Path) -> Any:
+    def make(batch: int, seed: int) -> dict[str, Any]:
+        import torch
+        if fixed and batch != 1:
+            names = [i.name for i in inputs if i.dims[0] == 1]
+            raise ValueError(f"{path.name}: batch size {batch}: inputs {names} have a fixed batch axis of 1, "
+                             "so this model runs at batch size 1 only")
+        g = torch.Generator().manual_seed(seed)
+        out = {}
+        for i in inputs:
+            shape = [batch if axis == 0 or d in batch_symbols else values[d] if isinstance(d, str) else d
+                     for axis, d in enumerate(i.dims)]
+            out[i.name] = _seeded(i.name, i.dtype, shape, g)
+        return out
+    return make
+
+
+def _seeded(name: str, dtype: Any, shape: list[int], g: Any) -> Any:
+    import numpy as np
+    import torch
+    kind, lower = np.dtype(dtype).kind, name.lower()
+    target = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+    if kind == "f":
+        return torch.randn(shape, generator=g).to(target)
+    if kind == "b":
+        return torch.rand(shape, generator=g) < 0.5
+    if kind not in "iu":
+        raise ValueError(f"input {name!r} has numpy type {np.dtype(dtype)}, which cannot be generated")
+    if "mask" in lower:
+        return torch.ones(shape, dtype=target)
+    if "token_type" in lower or "segment" in lower:
+        return torch.zeros(shape, dtype=target)
+    if "position" in lower and shape:
+        return torch.arange(shape[-1]).expand(shape).to(target).contiguous()
+    return torch.randint(*INT_RANGE, shape, generator=g).to(target)
+
+
+def register_onnx_file(path: Path, *, name: str, dims: Mapping[str, int]) -> ModelSpec:
+    """Register the ONNX file at ``path`` as model ``name`` (models.sources.resolve ``onnx:PATH``)."""
+    path = Path(path).expanduser()
+    inputs, outputs, ops = read_graph(path)
+    batch_symbols, fixed = _batch_axis(path, inputs)
+    values = _dim_values(path, inputs, batch_symbols, dims)
+    return register_model(OnnxFileModel(
+        name=name, factory=None, onnx_file=path, make_inputs=_generator(inputs, batch_symbols, fixed, values, path),
+        input_names=tuple(i.name for i in inputs), output_names=tuple(outputs),
+        int8_scheme="static_per_channel" if ops & CONV_OPS else "dynamic", fixed_batch=fixed))

@@ -1,0 +1,85 @@
+"""int8 schemes side by side: PyTorch's own dynamic quantization as the torch engine's int8,
+scheme-aware ids, and the summary's verdict (fastest passing scheme, failed ones with figures)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infermatrix.engines import ENGINES, get_engine
+from infermatrix.engines.cache import EngineCache
+from infermatrix.fixtures.session import RunSession
+from infermatrix.models import zoo  # noqa: F401  (registers the built-in models)
+from infermatrix.reports.cli import main as reports_main
+from infermatrix.scenarios.case import Case
+
+from tests.runs import bench, write_run
+
+
+def test_scheme_capabilities_are_engine_data():
+    assert get_engine("torch").scheme_problem("dynamic_per_channel") is None
+    why = get_engine("torch").scheme_problem("static")
+    assert "torch has no int8 scheme 'static'" in why and "dynamic" in why
+    assert get_engine("onnxruntime").scheme_problem("static") is None
+    assert all(not cls.int8_schemes or "int8" in set().union(*cls.capabilities.values()) for cls in ENGINES.values())
+
+
+def test_case_ids_name_the_scheme_of_int8_cases_only():
+    assert Case("m", "onnxruntime", "int8", 1, "cpu", "dynamic").id == "m-onnxruntime-int8-dynamic-bs1-cpu"
+    assert Case("m", "torch", "fp32", 1, "cpu").id == "m-torch-fp32-bs1-cpu"
+    with pytest.raises(ValueError, match="int8 cases only"):
+        Case("m", "torch", "fp32", 1, "cpu", "dynamic")
+
+
+@pytest.mark.parametrize("scheme", ["dynamic", "dynamic_per_channel"])
+def test_torch_int8_is_quantize_dynamic_and_agrees_with_eager(tmp_path, scheme):
+    session = RunSession(EngineCache(tmp_path / "cache"))
+    case = Case("tiny-bert", "torch", "int8", 2, "cpu", scheme)
+    try:
+        loaded = session.engine(case)
+        modules = {type(m).__module__ for m in loaded.engine._module.modules()}
+        assert any("quantized.dynamic" in m for m in modules), modules  # Linear layers were swapped
+        assert "deprecated" in loaded.engine.notice_text() and "torchao" in loaded.engine.notice_text()
+        report = session.equivalence(case)
+        assert report.reference == "torch fp32 on cpu"
+        assert report.figures()["cosine_min"] > 0.9, report.render()
+        assert any(r["int8_scheme"] == scheme for r in session.equivalence_records())
+    finally:
+        session.close()
+
+
+def _check(model, engine, scheme, status, cosine, sqnr, bs=1):
+    return {"id": f"{model}-{engine}-int8-{scheme}-bs{bs}-cpu", "model": model, "engine": engine, "precision": "int8",
+            "int8_scheme": scheme, "batch_size": bs, "device": "cpu", "equivalence": status,
+            "equivalence_row": "int8", "reference": "torch fp32 on cpu", "cosine_min": cosine,
+            "sqnr_db_min": sqnr, "top1_min": None, "top1_gated": False, "failures": []}
+
+
+def _int8(model, engine, scheme, median):
+    b = bench(model=model, engine=engine, precision="int8", median=median)
+    b["extra_info"]["int8_scheme"] = scheme
+    case = f"{model}-{engine}-int8-{scheme}-bs1-cpu"
+    b["name"], b["fullname"] = f"test_latency[{case}]", f"perf_tests/test_latency.py::test_latency[{case}]"
+    return b
+
+
+def test_summary_names_the_fastest_passing_scheme_and_shows_failed_ones(tmp_path):
+    run = write_run(tmp_path / "runs" / "0001_a.json", [
+        bench(model="enc", median=10e-3),
+        _int8("enc", "onnxruntime", "static_per_channel", 3e-3), _int8("enc", "torch", "dynamic", 5e-3),
+        bench(model="cnn", median=10e-3)])
+    data = json.loads(run.read_text())
+    data["infermatrix_equivalence"] = [
+        _check("enc", "onnxruntime", "dynamic", "fail", 0.90, 6.8),
+        _check("enc", "onnxruntime", "static_per_channel", "pass", 0.995, 22.0),
+        _check("enc", "torch", "dynamic", "pass", 0.999, 30.0),
+        _check("cnn", "onnxruntime", "static", "fail", 0.95, 12.0)]
+    run.write_text(json.dumps(data))
+    assert reports_main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    section = summary.split("## int8 schemes", 1)[1]
+    assert "| onnxruntime | dynamic | 1 | 0.90000 | 6.8 dB | n/a | **fail** | n/a | n/a |" in section
+    assert "Fastest passing int8 scheme for **enc**: onnxruntime `static_per_channel`" in section
+    assert "3.33×" in section  # 10 ms eager / 3 ms, both from the one run file
+    assert "No int8 scheme passes the equivalence policy for **cnn**" in section
+    assert "enc-onnxruntime-int8-static_per_channel-bs1-cpu" in summary  # distinct cases in the tables
