@@ -281,7 +281,8 @@ def register_hf_directory(path: Path, *, name: str, seq_len: int) -> ModelSpec:
     text = f"{len(sentences())} sample sentences through its tokenizer at {seq_len} tokens"
     spec = ModelSpec(name, lambda: EncoderOutputs(load_model(path, kind), pooled), inputs, names,
                      ("embeddings",) if pooled else ("logits",), int8_scheme="dynamic",
-                     note=f"hf {arch}: " + (f"{EMBEDDING_NOTE}; " if pooled else "") + text, **common)
+                     note=f"hf {arch}: " + (f"{EMBEDDING_NOTE}; " if pooled else "") + text,
+                     score_outputs=() if pooled else None, **common)
     return register_model(spec)
 
 
