@@ -63,6 +63,8 @@ class Engine(ABC):
     reference_for: ClassVar[frozenset[str]] = frozenset()
     #: int8 recipes it builds (engines/spec.py INT8_SCHEMES); empty when it has no int8
     int8_schemes: ClassVar[frozenset[str]] = frozenset()
+    #: how to install what ``requires`` lists (shown in the skip reason when something is missing)
+    install_hint: ClassVar[str | None] = None
     #: printed once in the run summary when the engine was used
     notice: ClassVar[str | None] = None
     #: True when ``load`` runs ``spec.module`` itself (eager, torch.compile): the module's
@@ -72,7 +74,8 @@ class Engine(ABC):
     #: through PyTorch's caching allocator, "process" for runtimes with their own (NVML)
     gpu_memory: ClassVar[str] = "torch"
 
-    def __init__(self, precision: str, device: str, threads: int | None = None, spin: bool = True) -> None:
+    def __init__(self, precision: str, device: str, threads: int | None = None, spin: bool = True,
+                 tf32: bool = False) -> None:
         why = self.unsupported_reason(device, precision)
         if why:
             raise EngineError(why)
@@ -87,6 +90,10 @@ class Engine(ABC):
         #: the knob). Off when the engine shares the cores with another runtime in one
         #: process, e.g. a vision stage followed by a PyTorch LM: spinning steals their CPU.
         self.spin = spin
+        #: the run's TF32 policy for fp32 math on CUDA (off by default): an engine that can use
+        #: TF32 (cuBLAS/cuDNN, ORT's use_tf32, TensorRT's TF32 flag) follows it; it is recorded
+        #: in settings(), and the fp32-tf32 equivalence row applies only when it was on
+        self.tf32 = bool(tf32) and device == "cuda"
         self._spec: dict[str, tuple[tuple[int, ...], str]] | None = None
         self._output_names: tuple[str, ...] = ()
         self._loaded = False
@@ -154,6 +161,23 @@ class Engine(ABC):
         how an engine builds invalidates what it built before."""
         return {}
 
+    def settings(self) -> dict[str, Any]:
+        """This engine's typed settings (provider options, compile mode, TF32 ...) as plain
+        data: part of the cache key and of each case's extra_info (``engine_settings``)."""
+        base = {"tf32": self.tf32} if self.device == "cuda" else {}
+        return {**base, **self._settings_impl()}
+
+    def upstream_key(self, spec: BuildSpec) -> str | None:
+        """The key of the shared artifact this engine builds from (the ONNX stage's graph), so
+        the engine's own cache key changes whenever that graph would (calibration data, an
+        onnx: file's external data ...); None when it builds from the module alone."""
+        return self._upstream_key_impl(spec)
+
+    def cuda_stream(self) -> Any:
+        """The torch.cuda.Stream this engine's work runs on, for CUDA-event timing (None:
+        torch's current stream, where the torch engines run)."""
+        return self._cuda_stream_impl() if self.device == "cuda" else None
+
     def notice_text(self) -> str | None:
         """Printed once in the run summary and recorded in the case's extra_info (class
         ``notice`` unless this engine instance says more, e.g. only at one precision)."""
@@ -163,7 +187,8 @@ class Engine(ABC):
         """Why this engine cannot run here right now (None when it can)."""
         missing = self.missing_requirements()
         if missing:
-            return f"{self.name} needs {missing}, which are not installed"
+            hint = self.install_hint or "pip install " + " ".join(missing)
+            return f"{self.name} needs {missing}, which are not installed ({hint})"
         return self._availability_problem_impl()
 
     # ---- lifecycle owned by the base class ----
@@ -205,6 +230,17 @@ class Engine(ABC):
         out = self._run_impl(prepared)
         self._synchronize_impl()
         return out
+
+    def enqueue(self, prepared: Any) -> Outputs:
+        """``run`` without its final synchronization: the device work is queued (on CUDA), so a
+        timer can record an event after it (scenarios/gpu_timing.py); call ``synchronize`` next."""
+        self._check_loaded("enqueue")
+        return self._run_impl(prepared)
+
+    def synchronize(self) -> None:
+        """Wait for this engine's queued device work."""
+        self._check_loaded("synchronize")
+        self._synchronize_impl()
 
     def step(self, inputs: Mapping[str, Any]) -> Outputs:
         """One call on inputs that may be this engine's own previous outputs (a KV cache fed
@@ -313,6 +349,16 @@ class Engine(ABC):
 
     def _details_impl(self) -> Mapping[str, Any]:
         return {}
+
+    def _settings_impl(self) -> Mapping[str, Any]:
+        """A backend's typed settings: keep a frozen dataclass, return ``dataclasses.asdict`` of it."""
+        return {}
+
+    def _cuda_stream_impl(self) -> Any:
+        return None
+
+    def _upstream_key_impl(self, spec: BuildSpec) -> str | None:
+        return None
 
     def _close_impl(self) -> None:
         """Release runtime resources; default drops references."""

@@ -102,7 +102,9 @@ class Export(Step):
                 "weights": self._weights, "inputs": [[n, str(s.example_inputs[n].dtype), list(s.example_inputs[n].shape)]
                                                      for n in s.input_names],
                 "outputs": list(s.output_names), "dynamic_axes": {n: dict(a) for n, a in s.dynamic_axes.items()},
-                "exporter": s.onnx_exporter, "opset": self.opset}
+                "exporter": s.onnx_exporter, "opset": self.opset,
+                # the module's config (an hf: directory's config.json) shapes the graph too
+                "model_digest": s.model_digest}
 
     @cached_property
     def _weights(self) -> str:

@@ -55,6 +55,9 @@ class OpenVinoEngine(Engine):
     def build_recipe(cls) -> dict[str, Any]:
         return {"onnx_stage": onnx_stage.recipe(), "feature_dims": "fixed from the example inputs"}
 
+    def _upstream_key_impl(self, spec: BuildSpec) -> str | None:
+        return onnx_stage.plan(spec, self.precision).key
+
     def _build_impl(self, spec: BuildSpec, workdir: Path) -> None:
         import openvino as ov
         with onnx_stage.open_stage(onnx_stage.plan(spec, self.precision), spec.store, workdir) as built:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from .base import Engine
 from .onnxruntime_engine import OnnxRuntimeEngine
+from .onnxruntime_tensorrt import OnnxRuntimeTensorRtEngine
 from .openvino_engine import OpenVinoEngine
-from .torch_compile import TorchCompileEngine
+from .tensorrt_engine import TensorRTEngine
+from .torch_compile import TorchCompileCudaGraphsEngine, TorchCompileEngine
 from .torch_eager import TorchEagerEngine
 from .torchscript import TorchScriptEngine
 
@@ -28,8 +30,10 @@ def get_engine(name: str) -> type[Engine]:
         raise KeyError(f"unknown engine {name!r}; registered engines: {sorted(ENGINES)}") from None
 
 
-for _cls in (TorchEagerEngine, TorchScriptEngine, TorchCompileEngine, OnnxRuntimeEngine, OpenVinoEngine):
+for _cls in (TorchEagerEngine, TorchScriptEngine, TorchCompileEngine, TorchCompileCudaGraphsEngine,
+             OnnxRuntimeEngine, OpenVinoEngine, TensorRTEngine):
     register_engine(_cls)
+register_engine(OnnxRuntimeTensorRtEngine)  # ONNX Runtime with its TensorRT EP
 
 BASELINE_ENGINE = TorchEagerEngine.name
 

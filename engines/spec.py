@@ -56,6 +56,9 @@ class BuildSpec:
     #: cache for intermediate artifacts shared by engines (the ONNX stage):
     #: ``store(kind, key_fields, build(stage_dir)) -> entry dir``; None builds uncached in place
     store: Callable[[str, Mapping[str, Any], Callable[[Path], None]], Path] | None = None
+    #: digest of everything that defines the model (weights, config and tokenizer files, an
+    #: ONNX file's external data): keys the shared intermediate artifacts ("" when unknown)
+    model_digest: str = ""
 
     def __post_init__(self) -> None:
         if self.onnx_exporter not in ("dynamo", "torchscript"):

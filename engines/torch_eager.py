@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import BuildSpec
+from .base import BuildSpec, EngineError, EngineUnavailable
 from .torch_common import TorchModuleEngine, module_for
 
 
@@ -42,20 +42,42 @@ class TorchEagerEngine(TorchModuleEngine):
         return self.int8_notice if self.precision == "int8" else self.notice
 
     def _load_impl(self, workdir: Path, spec: BuildSpec) -> None:
-        self._module = (quantized_linear(spec.module, spec.int8_scheme) if self.precision == "int8"
-                        else module_for(spec, self.precision, self.device))
+        self._int8_layers = None
+        if self.precision == "int8":
+            self._module, self._int8_layers = quantized_linear(spec.module, spec.int8_scheme)
+        else:
+            self._module = module_for(spec, self.precision, self.device)
         self._names = spec.input_names
 
+    def _details_impl(self) -> Mapping[str, Any]:
+        return {"int8_layers": self._int8_layers} if self._int8_layers else {}
 
-def quantized_linear(module: Any, scheme: str) -> Any:
+
+#: below this share of compute layers quantized, an "int8" case would be an fp32 model
+MIN_INT8_SHARE = 0.5
+
+
+def quantized_linear(module: Any, scheme: str) -> tuple[Any, str]:
     """A copy of ``module`` with every nn.Linear dynamically quantized to int8 (weights per
-    tensor, or per output channel for ``dynamic_per_channel``)."""
+    tensor, or per output channel for ``dynamic_per_channel``), and "quantized/compute layers".
+
+    quantize_dynamic swaps nn.Linear only: convolutions (and GPT-2's Conv1D projections) stay
+    fp32, so a model that is mostly those is refused rather than measured as "int8"."""
     import copy
     import warnings
 
     import torch
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+    if scheme not in TorchEagerEngine.int8_schemes:
+        raise EngineError(f"torch int8 builds {sorted(TorchEagerEngine.int8_schemes)}; got scheme {scheme!r}")
+    compute = [m for m in module.modules() if isinstance(m, torch.nn.Linear | torch.nn.modules.conv._ConvNd)
+               or type(m).__name__ == "Conv1D"]  # transformers' GPT-2 projections
+    linear = sum(isinstance(m, torch.nn.Linear) for m in compute)
+    if not compute or linear / len(compute) < MIN_INT8_SHARE:
+        raise EngineUnavailable(f"torch int8 (quantize_dynamic) quantizes nn.Linear only: {linear} of {len(compute)} "
+                                "compute layers here; the rest (convolutions, Conv1D) would stay fp32")
     qconfig = per_channel_dynamic_qconfig if scheme == "dynamic_per_channel" else default_dynamic_qconfig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its deprecation (Deprecation- and UserWarnings) is said once in the run summary
-        return quantize_dynamic(copy.deepcopy(module), {torch.nn.Linear: qconfig}, dtype=torch.qint8).eval()
+        quantized = quantize_dynamic(copy.deepcopy(module), {torch.nn.Linear: qconfig}, dtype=torch.qint8).eval()
+    return quantized, f"{linear}/{len(compute)}"

@@ -33,6 +33,8 @@ from .registry import ModelSpec, register_model
 #: (single file, sharded index) pairs save_pretrained writes, in the order transformers prefers them
 WEIGHTS = (("model.safetensors", "model.safetensors.index.json"), ("pytorch_model.bin", "pytorch_model.bin.index.json"))
 #: a slow tokenizer's vocabulary files: WordPiece, byte-level BPE (both files), SentencePiece
+#: weight files: hashed through the module's state dict, not byte by byte
+WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".gguf"})
 SLOW_VOCABS = (("vocab.txt",), ("vocab.json", "merges.txt"), ("spiece.model",), ("sentencepiece.bpe.model",),
                ("tokenizer.model",))
 #: config model types whose ONNX graph ONNX Runtime's optimizer fuses as "bert" (BertOnnxModel
@@ -251,7 +253,9 @@ def register_hf_directory(path: Path, *, name: str, seq_len: int) -> ModelSpec:
         raise ValueError(f"{path.name}: {arch} takes no input_ids, so it is no text model; supported: {SUPPORTED}")
     check_preprocessing(path, kind.modality)
     hints, exporter = transformer_hints(config)
-    common = {"transformer": hints, "onnx_exporter": exporter, "task": kind.task}
+    common = {"transformer": hints, "onnx_exporter": exporter, "task": kind.task,
+              # config and preprocessing change the model without changing a weight: keyed too
+              "source_files": tuple(sorted(p for p in path.iterdir() if p.is_file() and p.suffix not in WEIGHT_SUFFIXES))}
     if kind.modality == "image":
         from transformers import AutoImageProcessor
         images = ProcessedImages(loaded("the image processor", path, AutoImageProcessor))

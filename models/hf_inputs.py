@@ -1,9 +1,11 @@
 """Real inputs for hf: directories, made by the model's own tokenizer or image processor.
 
-Text comes from ``models/data/sentences.txt`` (English sentences written for this suite and
-shipped as package data), images are generated from a seed (gradients, shapes and noise: no
-image is downloaded or shipped). A batch for seed ``s`` is always the same batch, so the
-equivalence check, the timing and the int8 calibration (other seeds) see real, repeatable data.
+Text comes from two disjoint pools of English sentences written for this suite and shipped as
+package data: ``models/data/sentences.txt`` for the equivalence check and the timing, and
+``models/data/calibration_sentences.txt`` for static int8 calibration (the seeds from
+``CALIBRATION_SEED`` on), so a quantized model is never judged on the text it was calibrated on.
+Images are generated from a seed (gradients, shapes and noise: no image is downloaded or
+shipped); calibration seeds give other images. A batch for seed ``s`` is always the same batch.
 """
 from __future__ import annotations
 
@@ -16,15 +18,37 @@ import numpy as np
 import torch
 
 from .decoder import EXAMPLE_PAST, EXAMPLE_TOKENS
+from .registry import CALIBRATION_SEED
 
 SENTENCES = Path(__file__).with_name("data") / "sentences.txt"
+CALIBRATION_SENTENCES = Path(__file__).with_name("data") / "calibration_sentences.txt"
+
+
+def _lines(path: Path) -> tuple[str, ...]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return tuple(line.strip() for line in lines if line.strip())
 
 
 @functools.lru_cache(maxsize=1)
 def sentences() -> tuple[str, ...]:
-    """The sample sentences, one a line (blank lines skipped)."""
-    lines = SENTENCES.read_text(encoding="utf-8").splitlines()
-    return tuple(line.strip() for line in lines if line.strip())
+    """The evaluation sentences (equivalence and timing), one a line (blank lines skipped)."""
+    return _lines(SENTENCES)
+
+
+@functools.lru_cache(maxsize=1)
+def calibration_sentences() -> tuple[str, ...]:
+    """The calibration sentences: none of them is an evaluation sentence."""
+    return _lines(CALIBRATION_SENTENCES)
+
+
+def is_calibration(seed: int) -> bool:
+    """Seeds from CALIBRATION_SEED on draw from the calibration pool (ModelSpec.calibration)."""
+    return seed >= CALIBRATION_SEED
+
+
+def pool(seed: int) -> tuple[str, ...]:
+    """The sentences a batch for ``seed`` is drawn from."""
+    return calibration_sentences() if is_calibration(seed) else sentences()
 
 
 def pick(count: int, batch: int, seed: int) -> list[int]:
@@ -35,7 +59,8 @@ def pick(count: int, batch: int, seed: int) -> list[int]:
 
 
 class TokenizedSentences:
-    """(batch, seed) -> the tokenizer's tensors for ``batch`` seeded sentences at ``seq_len``.
+    """(batch, seed) -> the tokenizer's tensors for ``batch`` seeded sentences at ``seq_len``, from
+    the evaluation pool, or the calibration pool for calibration seeds.
 
     Every sentence is tokenized once (padding to ``seq_len``, truncating longer ones); a batch
     is a selection of those rows, so making inputs inside a benchmark loop costs no tokenizing.
@@ -45,17 +70,19 @@ class TokenizedSentences:
         if tokenizer.pad_token is None:
             raise ValueError(f"the tokenizer ({type(tokenizer).__name__}) has no pad token; padding the sample "
                              f"sentences to seq_len={seq_len} needs one")
-        encoded = tokenizer(list(sentences()), padding="max_length", truncation=True, max_length=seq_len,
-                            return_tensors="pt")
-        missing = [n for n in names if n not in encoded]
-        if missing:
-            raise ValueError(f"the tokenizer ({type(tokenizer).__name__}) makes {sorted(encoded)}, not {missing}")
-        self.names = tuple(names)
-        self.rows = {n: encoded[n].to(torch.int64) for n in self.names}
+        self.names, self.seq_len = tuple(names), seq_len
+        self.rows: dict[bool, dict[str, torch.Tensor]] = {}  # is_calibration -> name -> [sentences, seq_len]
+        for calibrating, texts in ((False, sentences()), (True, calibration_sentences())):
+            encoded = tokenizer(list(texts), padding="max_length", truncation=True, max_length=seq_len,
+                                return_tensors="pt")
+            missing = [n for n in names if n not in encoded]
+            if missing:
+                raise ValueError(f"the tokenizer ({type(tokenizer).__name__}) makes {sorted(encoded)}, not {missing}")
+            self.rows[calibrating] = {n: encoded[n].to(torch.int64) for n in self.names}
 
     def __call__(self, batch: int, seed: int) -> dict[str, torch.Tensor]:
-        index = torch.tensor(pick(len(sentences()), batch, seed))
-        return {n: t[index].clone() for n, t in self.rows.items()}
+        index = torch.tensor(pick(len(pool(seed)), batch, seed))
+        return {n: t[index].clone() for n, t in self.rows[is_calibration(seed)].items()}
 
 
 def processor_size(processor: Any) -> tuple[int, int]:
@@ -120,8 +147,8 @@ def leading_special_tokens(tokenizer: Any) -> list[int]:
 class SentencePrompts:
     """Prompts and decoder-step inputs cut from the sample sentences as running text.
 
-    Row ``r`` of a prompt for seed ``s`` starts at a seeded sentence and runs on through the
-    following ones (wrapping around, repeating the text when a prompt is longer than all of it).
+    Row ``r`` of a prompt for seed ``s`` starts at a seeded sentence of the seed's pool and runs on
+    through the following ones (wrapping around, repeating the text when a prompt is longer than all of it).
     """
 
     def __init__(self, tokenizer: Any, max_positions: int | None, layers: int, kv_heads: int,
@@ -131,35 +158,36 @@ class SentencePrompts:
         self.max_positions = max_positions
         self.kv_shape = (kv_heads, head_dim)
         self.past_names = tuple(past_names)
-        self._texts: dict[int, list[int]] = {}  # first sentence -> running text's ids
+        self._texts: dict[tuple[bool, int], list[int]] = {}  # (is_calibration, first sentence) -> running text's ids
         if len(self.past_names) != 2 * layers:
             raise ValueError(f"{len(self.past_names)} past names for {layers} layers")
 
-    def _running_text(self, first: int, length: int) -> list[int]:
-        """At least ``length`` token ids of the sentences from ``first`` on, as one text."""
-        if len(self._texts.get(first, ())) < length:
-            rows = sentences()
+    def _running_text(self, first: int, length: int, seed: int) -> list[int]:
+        """At least ``length`` token ids of the seed's pool's sentences from ``first`` on, as one text."""
+        key = (is_calibration(seed), first)
+        if len(self._texts.get(key, ())) < length:
+            rows = pool(seed)
             text = " ".join(rows[first:] + rows[:first])
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             if not ids:
                 raise ValueError("the tokenizer makes no tokens from the sample sentences")
             if len(ids) < length:  # longer than every sentence together: the text again, running on
                 ids = self.tokenizer(" ".join([text] * (length // len(ids) + 2)), add_special_tokens=False)["input_ids"]
-            self._texts[first] = list(ids)
-        return self._texts[first][:length]
+            self._texts[key] = list(ids)
+        return self._texts[key][:length]
 
     def prompt(self, batch: int, length: int, seed: int) -> torch.Tensor:
         """(batch, length, seed) -> [batch, length] int64 token ids of real text."""
         limit = None if self.max_positions is None else self.max_positions - EXAMPLE_TOKENS
         if length < 1 or length <= len(self.lead) or (limit is not None and length > limit):
             raise ValueError(f"prompt length {length}; expected {len(self.lead) + 1}..{limit or 'any'}")
-        firsts = pick(len(sentences()), batch, seed)
+        firsts = pick(len(pool(seed)), batch, seed)
         body = length - len(self.lead)
-        return torch.tensor([self.lead + self._running_text(f, body) for f in firsts], dtype=torch.int64)
+        return torch.tensor([self.lead + self._running_text(f, body, seed) for f in firsts], dtype=torch.int64)
 
     def step_inputs(self, batch: int, seed: int) -> dict[str, torch.Tensor]:
         """A decode step's inputs: EXAMPLE_TOKENS real tokens on a seeded random EXAMPLE_PAST cache."""
-        rows = [self._running_text(first, EXAMPLE_TOKENS) for first in pick(len(sentences()), batch, seed)]
+        rows = [self._running_text(first, EXAMPLE_TOKENS, seed) for first in pick(len(pool(seed)), batch, seed)]
         out = {"input_ids": torch.tensor(rows, dtype=torch.int64)}
         g = torch.Generator().manual_seed(seed)
         for name in self.past_names:

@@ -2,8 +2,10 @@
 
 Its inputs follow the graph: declared names, element types and shapes. The first axis of
 every input is the batch (symbolic: it takes the batch size; fixed at 1: the model runs at
-batch 1 only); every other symbolic dimension takes its value from ``dims`` (NAME=VALUE; an
-unnamed dynamic dimension is called ``<input>_dim<axis>``). Inputs are seeded:
+batch 1 only, and the matrix skips its other batch sizes); every other symbolic dimension takes
+its value from ``dims`` (NAME=VALUE; an unnamed dynamic dimension is called ``<input>_dim<axis>``).
+A model's own ``dims`` table is checked against the graph (``strict``): a name that is no symbolic
+dim of it is an error; the run-wide ``dims`` may name dims of other files. Inputs are seeded:
 
 - floating point: standard normal;
 - integers whose name contains ``mask``: ones (nothing masked); ``token_type`` / ``segment``:
@@ -16,8 +18,8 @@ on the same seeded inputs; ONNX Runtime CPU fp32 is its reference (engines.regis
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,18 @@ class GraphInput:
 
 @dataclass(frozen=True)
 class OnnxFileModel(ModelSpec):
-    """A ModelSpec whose graph may fix its batch axis at 1: examples and calibration then use batch 1."""
+    """A ModelSpec whose graph may fix its batch axis at 1 (``fixed_batch``): examples and calibration
+    then use batch 1. It keeps what its dims were read from, so a second registration can be checked."""
 
-    fixed_batch: bool = False
+    #: non-batch symbolic dim -> the input axes that use it, e.g. ``seq`` -> ("input_ids[1]",)
+    dim_users: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    batch_symbols: tuple[str, ...] = ()
+    #: the value each non-batch symbolic dim was registered with
+    dim_values: Mapping[str, int] = field(default_factory=dict)
+
+    def dims_for(self, dims: Mapping[str, int], strict: Collection[str] = ()) -> dict[str, int]:
+        """The values ``dims`` would give this graph's symbolic dims (ValueError as at registration)."""
+        return _dim_values(self.onnx_file, self.dim_users, set(self.batch_symbols), dims, strict)
 
     def calibration(self, batches: int = 8, batch_size: int = 4) -> Callable[[], list[dict]]:
         return super().calibration(batches, 1 if self.fixed_batch else batch_size)
@@ -104,21 +115,34 @@ def _batch_axis(path: Path, inputs: list[GraphInput]) -> tuple[set[str], bool]:
     return symbols, fixed
 
 
-def _dim_values(path: Path, inputs: list[GraphInput], batch: set[str], dims: Mapping[str, int]) -> dict[str, int]:
-    """Every non-batch symbolic dim's value from ``dims``; a missing one is an error listing them all.
-    Entries for other symbols are ignored: one ``dims`` serves every onnx: file of a run."""
+def _dim_users(inputs: list[GraphInput], batch: set[str]) -> dict[str, tuple[str, ...]]:
+    """Each non-batch symbolic dim -> the input axes that use it."""
     users: dict[str, list[str]] = {}
     for i in inputs:
         for axis, d in enumerate(i.dims):
             if isinstance(d, str) and d not in batch:
                 users.setdefault(d, []).append(f"{i.name}[{axis}]")
+    return {d: tuple(u) for d, u in users.items()}
+
+
+def _dim_values(path: Path, users: Mapping[str, tuple[str, ...]], batch: set[str], dims: Mapping[str, int],
+                strict: Collection[str] = ()) -> dict[str, int]:
+    """Every non-batch symbolic dim's value from ``dims``; a missing one is an error listing them all.
+    Entries for other symbols are ignored (one ``dims`` serves every onnx: file of a run), except
+    the names in ``strict`` (the model's own table): each must be a symbolic dim of this graph."""
+    listed = "; ".join(f"{d} (used by {', '.join(u)})" for d, u in users.items())
+    listed = listed or ("none besides the batch" if batch else "none")
+    batch_note = f"; batch axis: {', '.join(sorted(batch))} (set by the batch size)" if batch else ""
+    unknown = [k for k in strict if k not in users and k not in batch]
+    if unknown:
+        raise ValueError(f"{path}: dims {', '.join(map(repr, unknown))} of this model's own table "
+                         f"{'is no symbolic dim' if len(unknown) == 1 else 'are no symbolic dims'} of the graph. "
+                         f"The graph's symbolic dims: {listed}{batch_note}")
     bad = {k: v for k, v in dims.items() if k in users and (not isinstance(v, int) or isinstance(v, bool) or v < 1)}
     if bad:
         raise ValueError(f"{path}: dims {bad}: each value must be a positive integer")
     missing = [d for d in users if d not in dims]
     if missing:
-        listed = "; ".join(f"{d} (used by {', '.join(u)})" for d, u in users.items())
-        batch_note = f"; batch axis: {', '.join(sorted(batch))} (set by the batch size)" if batch else ""
         raise ValueError(f"{path}: no value for symbolic dim(s) {', '.join(missing)}; give each as NAME=VALUE. "
                          f"The graph's symbolic dims: {listed}{batch_note}")
     return {d: int(dims[d]) for d in users}
@@ -162,13 +186,16 @@ def _seeded(name: str, dtype: Any, shape: list[int], g: Any) -> Any:
     return torch.randint(*INT_RANGE, shape, generator=g).to(target)
 
 
-def register_onnx_file(path: Path, *, name: str, dims: Mapping[str, int]) -> ModelSpec:
-    """Register the ONNX file at ``path`` as model ``name`` (models.sources.resolve ``onnx:PATH``)."""
+def register_onnx_file(path: Path, *, name: str, dims: Mapping[str, int], strict: Collection[str] = ()) -> ModelSpec:
+    """Register the ONNX file at ``path`` as model ``name`` (models.sources.resolve ``onnx:PATH``);
+    ``strict``: the names of ``dims`` that must be symbolic dims of this graph."""
     path = Path(path).expanduser()
     inputs, outputs, ops = read_graph(path)
     batch_symbols, fixed = _batch_axis(path, inputs)
-    values = _dim_values(path, inputs, batch_symbols, dims)
+    users = _dim_users(inputs, batch_symbols)
+    values = _dim_values(path, users, batch_symbols, dims, strict)
     return register_model(OnnxFileModel(
         name=name, factory=None, onnx_file=path, make_inputs=_generator(inputs, batch_symbols, fixed, values, path),
         input_names=tuple(i.name for i in inputs), output_names=tuple(outputs),
-        int8_scheme="static_per_channel" if ops & CONV_OPS else "dynamic", fixed_batch=fixed))
+        int8_scheme="static_per_channel" if ops & CONV_OPS else "dynamic", fixed_batch=1 if fixed else None,
+        dim_users=users, batch_symbols=tuple(sorted(batch_symbols)), dim_values=values))

@@ -39,7 +39,7 @@ def log_dir(request, loadgen_run_dir):
 def record(benchmark, case: Case, scenario: str, figures: dict) -> None:
     benchmark.group = f"load-{case.model}-{scenario}"
     benchmark.extra_info.update({"model": case.model, "engine": case.engine, "precision": case.precision,
-                                 "device": case.device, "scenario": scenario, **figures})
+                                 "int8_scheme": case.scheme, "device": case.device, "scenario": scenario, **figures})
     failures = figures.get("failures") or []
     assert not failures, f"{case.id} {scenario}: the engine failed under load: {failures} (partial figures recorded)"
 

@@ -35,16 +35,16 @@ def original_captions() -> dict:
 
 
 def test_pipeline(pipeline_mode, test_image, run_session, caption_rounds, original_captions, benchmark):
-    name, mode = pipeline_mode
+    name, mode, device = pipeline_mode
     pipeline = PIPELINES[name]
-    if name not in original_captions:
-        original_captions[name] = original_runner(pipeline, test_image, run_session.cache.root)()
-    info = {"model": name, "engine": mode, "precision": "fp32", "device": "cpu", "scenario": "pipeline", "mode": mode}
+    if (name, device) not in original_captions:
+        original_captions[name, device] = original_runner(pipeline, test_image, run_session.cache.root, device)()
+    info = {"model": name, "engine": mode, "precision": "fp32", "device": device, "scenario": "pipeline", "mode": mode}
     vision_dir = None
     if MODES[mode] is None:
-        runner = original_runner(pipeline, test_image, run_session.cache.root)
+        runner = original_runner(pipeline, test_image, run_session.cache.root, device)
     else:
-        vision_case, lm_case = stage_cases(name, mode)
+        vision_case, lm_case = stage_cases(name, mode, device)
         stage = run_session.equivalence(vision_case)
         if not stage.passed:
             pytest.fail(f"not timed: the vision stage differs from its baseline\n{stage.render()}", pytrace=False)
@@ -56,7 +56,7 @@ def test_pipeline(pipeline_mode, test_image, run_session, caption_rounds, origin
         vision_dir = vision.entry.path
         info.update(precision=vision_case.precision, vision_engine=vision_case.engine,
                     vision_cosine_min=min(o.cosine for o in stage.outputs), vision_equivalence_row=stage.row)
-    report = compare_generations(f"{name}-{mode}", original_captions[name].as_generation(), runner().as_generation(),
+    report = compare_generations(f"{name}-{mode}", original_captions[name, device].as_generation(), runner().as_generation(),
                                  info["precision"], trained=False)
     if not report.passed:
         pytest.fail(f"not timed: the caption differs from the original mode's\n{report.render()}", pytrace=False)

@@ -67,7 +67,9 @@ def test_a_config_file_gives_the_matrix_of_the_same_command_line(pytester, repo_
 
 
 def test_pyproject_table_is_read_by_default_and_the_command_line_overrides_it(pytester, repo_root):
-    pytester.makepyprojecttoml('[tool.infermatrix]\nmodels = ["tiny-cnn"]\nengines = ["torch"]\nbatch_sizes = [3]\n')
+    # precisions pinned: the default adds bf16 where the CPU has it natively, and CPUs differ
+    pytester.makepyprojecttoml('[tool.infermatrix]\nmodels = ["tiny-cnn"]\nengines = ["torch"]\nbatch_sizes = [3]\n'
+                               'precisions = ["fp32"]\n')
     rootdir = ["--rootdir", str(pytester.path)]
     assert collected(pytester, repo_root, *rootdir) == ["test_latency[tiny-cnn-torch-fp32-bs3-cpu]"]
     assert collected(pytester, repo_root, *rootdir, "--batch-sizes", "5,6") == [
@@ -151,7 +153,7 @@ tolerances = { int8 = { min_cosine = 0.9, reason = "tested looser" } }
 def test_seq_len_and_dims_reach_the_source_resolver(tmp_path, monkeypatch):
     calls = {}
 
-    def resolve(entry, *, seq_len, dims):
+    def resolve(entry, *, seq_len, dims, strict_dims=()):
         calls[entry] = (seq_len, dict(dims))
         return "tiny-cnn"
     monkeypatch.setattr("infermatrix.fixtures.config.resolve", resolve)
@@ -182,8 +184,9 @@ def test_engine_cache_resolution_and_relative_paths(tmp_path, monkeypatch):
     assert build(tmp_path, env=env).engine_cache == tmp_path / "from-env"
     assert build(tmp_path).engine_cache == Path("~/.cache/infermatrix").expanduser()
     path = write(tmp_path / "run.toml", 'engine_cache = "cache"\nloadgen_logs = "logs"\n')
-    run = build(tmp_path, env=env, config=str(path))
+    run = build(tmp_path, config=str(path))
     assert run.engine_cache == tmp_path / "cache" and run.load.logs == tmp_path / "logs"   # beside the file
+    assert build(tmp_path, env=env, config=str(path)).engine_cache == tmp_path / "from-env"   # env over the file
     assert build(tmp_path, env=env, config=str(path), engine_cache="mine").engine_cache == elsewhere / "mine"
     assert dict(os.environ) == before   # resolved into the RunConfig, never written to the environment
     write(tmp_path / "a-file", "")

@@ -107,7 +107,9 @@ def test_shape_and_name_mismatches_are_reported():
 
 
 def test_policy_rows_and_validation():
-    assert policy_row("fp32", "cuda") == "fp32-tf32"
+    assert policy_row("fp32", "cuda") == "fp32"  # TF32 off (the default policy): fp32 is judged as fp32
+    assert policy_row("fp32", "cuda", tf32=True) == "fp32-tf32"
+    assert policy_row("fp32", "cpu", tf32=True) == "fp32"
     assert policy_row("fp32", "cpu") == "fp32"
     with pytest.raises(ValueError, match="give both or neither"):
         Tolerance(1e-3, None, 0.9)

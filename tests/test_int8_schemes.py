@@ -39,11 +39,21 @@ def test_torch_int8_is_quantize_dynamic_and_agrees_with_eager(tmp_path, scheme):
         loaded = session.engine(case)
         modules = {type(m).__module__ for m in loaded.engine._module.modules()}
         assert any("quantized.dynamic" in m for m in modules), modules  # Linear layers were swapped
+        assert loaded.engine.details()["int8_layers"] == "14/14"  # tiny-bert: every compute layer is a Linear
         assert "deprecated" in loaded.engine.notice_text() and "torchao" in loaded.engine.notice_text()
         report = session.equivalence(case)
         assert report.reference == "torch fp32 on cpu"
         assert report.figures()["cosine_min"] > 0.9, report.render()
         assert any(r["int8_scheme"] == scheme for r in session.equivalence_records())
+    finally:
+        session.close()
+
+
+def test_torch_int8_refuses_a_model_it_would_leave_fp32(tmp_path):
+    session = RunSession(EngineCache(tmp_path / "cache"))
+    try:
+        with pytest.raises(pytest.skip.Exception, match="quantizes nn.Linear only: 1 of 3 compute layers"):
+            session.engine(Case("tiny-cnn", "torch", "int8", 1, "cpu", "dynamic"))
     finally:
         session.close()
 
@@ -79,7 +89,7 @@ def test_summary_names_the_fastest_passing_scheme_and_shows_failed_ones(tmp_path
     summary = (tmp_path / "out" / "summary.md").read_text()
     section = summary.split("## int8 schemes", 1)[1]
     assert "| onnxruntime | dynamic | 1 | 0.90000 | 6.8 dB | n/a | **fail** | n/a | n/a |" in section
-    assert "Fastest passing int8 scheme for **enc**: onnxruntime `static_per_channel`" in section
+    assert "Fastest passing int8 scheme for **enc** at batch 1: onnxruntime `static_per_channel`" in section
     assert "3.33×" in section  # 10 ms eager / 3 ms, both from the one run file
     assert "No int8 scheme passes the equivalence policy for **cnn**" in section
     assert "enc-onnxruntime-int8-static_per_channel-bs1-cpu" in summary  # distinct cases in the tables

@@ -22,7 +22,7 @@ def not_an_xdist_worker(monkeypatch):
 def run(pytester, repo_root, cache, *args):
     return pytester.runpytest_subprocess(
         str(repo_root / "perf_tests" / "test_latency.py"), "--models", "tiny-cnn",
-        "--engines", "torch,onnxruntime", "--batch-sizes", "2", "--latency-rounds", "7",
+        "--engines", "torch,onnxruntime", "--batch-sizes", "2", "--latency-rounds", "7", "--precisions", "fp32,int8",
         "--engine-cache", str(cache), "-p", "no:cacheprovider", *args)
 
 
@@ -58,7 +58,8 @@ def test_latency_benchmarks_record_extra_info_and_a_warm_run_builds_nothing(pyte
 def test_equivalence_under_xdist_builds_each_engine_once(pytester, repo_root, tmp_path):
     result = pytester.runpytest_subprocess(
         str(repo_root / "perf_tests" / "test_equivalence.py"), "-n", "2", "--models", "tiny-cnn",
-        "--engines", "torch,onnxruntime", "--batch-sizes", "1,2", "--engine-cache", str(tmp_path / "c"),
+        "--engines", "torch,onnxruntime", "--batch-sizes", "1,2", "--precisions", "fp32,int8",
+        "--engine-cache", str(tmp_path / "c"),
         "-p", "no:cacheprovider")
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["*6 passed*"])
@@ -89,7 +90,8 @@ def test_cache_location_and_clear(pytester, repo_root, tmp_path, monkeypatch, en
 def test_no_engine_memory_records_null_memory_fields(pytester, repo_root, tmp_path):
     result = pytester.runpytest_subprocess(
         str(repo_root / "perf_tests" / "test_latency.py"), "--models", "tiny-cnn", "--engines", "torch",
-        "--batch-sizes", "1", "--latency-rounds", "3", "--engine-cache", str(tmp_path / "c"), "--no-engine-memory",
+        "--batch-sizes", "1", "--latency-rounds", "3", "--precisions", "fp32", "--engine-cache", str(tmp_path / "c"),
+        "--no-engine-memory",
         "--benchmark-json", str(tmp_path / "off.json"), "-p", "no:cacheprovider")
     assert result.ret == 0, result.stdout.str()
     [bench] = json.loads((tmp_path / "off.json").read_text())["benchmarks"]
