@@ -39,10 +39,10 @@ RECORD = "build.json"
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
              "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
-#: "0" (also ONNX Runtime's default, stated so it is not left implicit): at the end of Run()
-#: every execution provider is synchronized with the host, for the CUDA EP a
-#: cudaStreamSynchronize of its compute stream (include/onnxruntime/core/session/
-#: onnxruntime_run_options_config_keys.h, kOrtRunOptionsConfigDisableSynchronizeExecutionProviders)
+#: "0" (ONNX Runtime's default) ends Run() with a cudaStreamSynchronize of the CUDA EP's compute
+#: stream (include/onnxruntime/core/session/onnxruntime_run_options_config_keys.h,
+#: kOrtRunOptionsConfigDisableSynchronizeExecutionProviders); on CUDA it is set to "1" so Run()
+#: returns with the work queued and run() waits on the engine's stream itself
 SYNC_RUN_OPTION = ("disable_synchronize_execution_providers", "0")
 GPU_INSTALL = ("the CUDA build is pip install 'infermatrix[gpu]' (onnxruntime-gpu; uninstall the CPU onnxruntime "
                "first: both wheels install the same onnxruntime package)")
@@ -182,7 +182,9 @@ class OnnxRuntimeEngine(Engine):
         self._ort_device = "cuda" if self.device == "cuda" else "cpu"
         self._device_id = self.provider_settings[0].device_id if self.provider_settings else 0
         self._run_options = ort.RunOptions()
-        self._run_options.add_run_config_entry(*SYNC_RUN_OPTION)
+        # On CUDA, Run() must return once the work is queued (not after ORT's own wait), so that a
+        # CUDA event recorded after it measures GPU time; run() then waits on the engine's stream.
+        self._run_options.add_run_config_entry(SYNC_RUN_OPTION[0], "1" if self.device == "cuda" else "0")
 
     def _device_value(self, value: Any, dtype: Any) -> Any:
         """A host array as an OrtValue where the session runs (a copy on the GPU, none on the CPU)."""
@@ -230,9 +232,9 @@ class OnnxRuntimeEngine(Engine):
         return dict(zip(self._output_names, binding.get_outputs()))
 
     def _synchronize_impl(self) -> None:
-        # The CPU EP is synchronous. On CUDA, Run() has synchronized the compute stream already
-        # (SYNC_RUN_OPTION); waiting on the engine's own stream as well costs microseconds and
-        # keeps run()'s promise independent of that ONNX Runtime default.
+        # The CPU EP is synchronous. On CUDA, Run() returns with the work queued on the engine's
+        # own compute stream (SYNC_RUN_OPTION disabled there): this wait is what makes run() return
+        # only when the device is done.
         if self._stream is not None:
             self._stream.synchronize()
 

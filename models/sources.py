@@ -18,8 +18,7 @@ from pathlib import Path
 from .registry import MODELS
 
 PREFIXES = ("hf:", "onnx:")
-#: source entry -> registered name, and name -> the path it came from (one name, one path)
-_RESOLVED: dict[str, str] = {}
+#: name -> the path it came from (one name, one path)
 _PATHS: dict[str, Path] = {}
 #: name -> (the entry with its absolute path, seq_len, the dims the graph took) it was registered with
 _SETTINGS: dict[str, tuple[str, int, dict[str, int]]] = {}
@@ -84,7 +83,6 @@ def resolve(entry: str, *, seq_len: int = 128, dims: Mapping[str, int] | None = 
         raise SourceError(f"{entry} is named twice with different settings: {problem}; a source is registered "
                           "once per run, so give every mention of it the same setting")
     _PATHS[name] = path
-    _RESOLVED[entry] = name
     return name
 
 

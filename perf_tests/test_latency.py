@@ -89,5 +89,5 @@ def test_latency(case, run_session, matrix_options, benchmark):
     # this engine's own memory, from a fresh subprocess (the test process holds every engine):
     # load_rss_bytes, run_peak_rss_bytes, gpu_peak_bytes; outside the timed region
     info.update(engine_memory(case, loaded.entry.path, run_session.threads, cache_root=run_session.cache.root,
-                              enabled=matrix_options.engine_memory))
+                              tf32=run_session.tf32, enabled=matrix_options.engine_memory))
     benchmark.extra_info.update(info)

@@ -1,4 +1,4 @@
-"""The percentile rule, shared by the measurements (fixtures/) and the readers of saved runs
+"""The percentile rule, shared by the measurements (scenarios/, perf_tests/) and the readers of saved runs
 (reports/, the ``infermatrix ab`` merge): a percentile only with enough samples beyond it, and
 throughput from the samples. Pure Python, no engine."""
 from __future__ import annotations

@@ -183,6 +183,8 @@ def _temperature(handle: Any) -> tuple[int | None, str | None]:
 def _reasons_mask(handle: Any) -> tuple[int | None, str | None]:
     """nvmlDeviceGetCurrentClocksEventReasons; the older ...ThrottleReasons (same bits) on older drivers."""
     lib = pynvml
+    if not hasattr(lib, "nvmlDeviceGetCurrentClocksEventReasons"):  # an nvidia-ml-py older than the rename
+        return _read(lib.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
     try:
         return lib.nvmlDeviceGetCurrentClocksEventReasons(handle), None
     except lib.NVMLError_FunctionNotFound:
