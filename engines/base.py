@@ -65,6 +65,8 @@ class Engine(ABC):
     int8_schemes: ClassVar[frozenset[str]] = frozenset()
     #: how to install what ``requires`` lists (shown in the skip reason when something is missing)
     install_hint: ClassVar[str | None] = None
+    #: why this engine's int8 stays out of a run that did not name --int8-schemes (None: it is in)
+    int8_only_when_asked: ClassVar[str | None] = None
     #: printed once in the run summary when the engine was used
     notice: ClassVar[str | None] = None
     #: True when ``load`` runs ``spec.module`` itself (eager, torch.compile): the module's

@@ -48,6 +48,12 @@ class OpenVinoEngine(Engine):
     artifact_libraries: ClassVar[tuple[str, ...]] = (*onnx_stage.STAGE_LIBRARIES, "openvino")
     consumes: ClassVar[frozenset[str]] = frozenset({"torch", "onnx"})
     int8_schemes: ClassVar[frozenset[str]] = frozenset({"static", "static_per_channel"})
+    # measured on the AMX Xeon, 2026-11-25: resnet18/50 pass (15-16x over eager at bs1), but the
+    # random-weight mobilenet_v2 (cosine 0.80) and the pretrained all-MiniLM-L6-v2 (0.46) fail on
+    # graphs ONNX Runtime runs within the int8 row: measured on request, not in every default run
+    int8_only_when_asked: ClassVar[str | None] = (
+        "its static int8 failed the policy on mobilenet_v2 (cosine 0.80) and all-MiniLM-L6-v2 (0.46) here, "
+        "where ONNX Runtime passes on the same graph")
     # no dynamic_shapes: the IR is converted with fixed feature dims and run through one
     # preallocated infer request; a decoder's growing KV cache is not wired here
 
