@@ -32,7 +32,8 @@ import numpy as np
 from . import onnx_stage
 from .base import BuildSpec, Engine, EngineError, EngineUnavailable, Outputs
 from .onnx_steps import Step
-from .onnxruntime_providers import CPU, CUDA, CudaProviderSettings, options_not_applied, provider_fallback
+from .onnxruntime_placement import RECORD_KEY, assignments, cpu_placement, output_types
+from .onnxruntime_providers import CPU, CUDA, CudaProviderSettings, native_stderr, options_not_applied, provider_fallback
 
 ARTIFACT = "model.onnx"
 RECORD = "build.json"
@@ -132,13 +133,16 @@ class OnnxRuntimeEngine(Engine):
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if optimized_to is not None:
             opts.optimized_model_filepath = str(optimized_to)
+        if self.device == "cuda":  # which nodes each EP took (engines/onnxruntime_placement.py)
+            opts.add_session_config_entry(RECORD_KEY, "1")
         providers = self._providers(entry)
-        with warnings.catch_warnings(record=True) as said:
+        with warnings.catch_warnings(record=True) as said, native_stderr() as logged:
             warnings.simplefilter("always")
             # enable_fallback=0: a provider that fails while starting raises instead of ONNX
             # Runtime quietly retrying on the CPU (onnxruntime_inference_collection.py)
             sess = ort.InferenceSession(str(model), sess_options=opts, providers=providers, enable_fallback=0)
-        reason = provider_fallback([name for name, _ in providers], sess.get_providers(), [str(w.message) for w in said])
+        reason = provider_fallback([name for name, _ in providers], sess.get_providers(),
+                                   [*(str(w.message) for w in said), *logged])
         if reason:
             raise EngineUnavailable(f"{self.name} on {self.device}: {reason}")
         for w in said:  # nothing went wrong: pass ONNX Runtime's other warnings on
@@ -174,6 +178,11 @@ class OnnxRuntimeEngine(Engine):
     def _load_impl(self, workdir: Path, spec: BuildSpec) -> None:
         import onnxruntime as ort
         self._sess = self._session(workdir / ARTIFACT, workdir)
+        self._placement: dict[str, Any] = {}
+        if self.device == "cuda":  # nodes that left the GPU: recorded always, warned when they compute
+            self._placement = cpu_placement(assignments(self._sess), output_types(workdir / ARTIFACT))
+            if "ort_cpu_fallback" in self._placement:
+                warnings.warn(f"{self.name} {self.precision} on cuda: {self._placement['ort_cpu_fallback']}", stacklevel=2)
         self._record = json.loads((workdir / RECORD).read_text())
         unknown = {i.name: i.type for i in self._sess.get_inputs() if i.type not in ORT_TYPES}
         if unknown:
@@ -249,4 +258,5 @@ class OnnxRuntimeEngine(Engine):
         self._stream = None
 
     def _details_impl(self) -> Mapping[str, Any]:
-        return {**{f"onnx_{k}": v for k, v in self._record.items()}, "ort_providers": self._sess.get_providers()}
+        return {**{f"onnx_{k}": v for k, v in self._record.items()}, "ort_providers": self._sess.get_providers(),
+                **self._placement}

@@ -18,11 +18,20 @@ provider options ONNX Runtime parses, in its own spelling:
 An InferenceSession asked for a provider that cannot load does not fail: it warns and runs on
 the CPU (reproduced in tests/test_ort_providers.py with the CPU wheel asked for CUDA).
 ``provider_fallback`` compares what was asked with ``session.get_providers()``; the engine
-turns a fallback into a skip with the reason, so a CPU number is never filed under cuda.
+turns a fallback into a skip with the reason, so a CPU number is never filed under cuda. The
+reason quotes what ONNX Runtime said: a provider missing from the build is a Python warning, but
+one that is built in and fails to load (a missing libcudnn, libnvinfer) is only logged by ORT's
+C++ logger on file descriptor 2, which ``native_stderr`` captures around session creation (and
+writes back, so nothing is hidden).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 from pathlib import Path, PurePosixPath
@@ -201,3 +210,31 @@ def options_not_applied(asked: Mapping[str, str], applied: Mapping[str, str], ke
         return {"true": "1", "false": "0"}.get(v.lower(), v)
     return {k: (asked[k], applied[k]) for k in keys
             if k in asked and k in applied and norm(asked[k]) != norm(str(applied[k]))}
+
+
+#: ORT's default log line: "2026-12-06 10:44:57.54 [E:onnxruntime:Default, file.cc:12 fn] message"
+_ORT_LOG = re.compile(r"\[([EWF]):onnxruntime:[^\]]*\]\s*(.*)")
+
+
+@contextlib.contextmanager
+def native_stderr() -> Iterator[list[str]]:
+    """Capture what native code writes to file descriptor 2 inside the block (ONNX Runtime's C++
+    logger; ``sys.stderr`` is Python's and never sees it). Yields a list filled, on exit, with the
+    warning/error messages ORT logged; everything captured is written back to the real stderr."""
+    said: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read()
+            os.write(2, text)
+            for line in text.decode(errors="replace").splitlines():
+                found = _ORT_LOG.search(line)
+                if found:
+                    said.append(re.sub(r"\x1b\[[0-9;]*m", "", found.group(2)).strip())

@@ -50,25 +50,57 @@ from .tensorrt_build import SYMMETRIC_RECIPES, SymmetricQuantize
 from .tensorrt_engine import TensorRTEngine
 from .tensorrt_plan import profile_shapes
 
-#: the TensorRT library ONNX Runtime 1.31's TensorRT EP links (TensorRT 10)
+#: the TensorRT libraries ONNX Runtime 1.31's TensorRT EP links (readelf -d NEEDED of
+#: libonnxruntime_providers_tensorrt.so in the onnxruntime-gpu 1.31.1 wheel); the plugin library is
+#: dlopen'ed and optional
 LIBNVINFER = "libnvinfer.so.10"
+LIBNVONNXPARSER = "libnvonnxparser.so.10"
+EP_LIBRARIES = (LIBNVINFER, LIBNVONNXPARSER)
+#: the TensorRT the EP was compiled against: it passes 101401 (NV_TENSORRT_VERSION of 10.14.1) to
+#: createInferBuilder_INTERNAL / createInferRuntime_INTERNAL; TensorRT promises only that a library
+#: at least as new serves a client (pyproject's tensorrt extra pins the same floor)
+EP_BUILT_AGAINST = (10, 14, 1)
 PROFILE_RECORD = "tensorrt_ep.json"  # the profile the engine was built for, read back at load
-INSTALL = ("pip install 'infermatrix[gpu,tensorrt]' on a CUDA runner (onnxruntime-gpu 1.31 and TensorRT 10 from "
-           "tensorrt-cu13<11; the EP links libnvinfer.so.10, so TensorRT 11 does not serve it)")
+INSTALL = ("pip install 'infermatrix[gpu,tensorrt]' on a CUDA runner (onnxruntime-gpu 1.31 and TensorRT "
+           f"{'.'.join(map(str, EP_BUILT_AGAINST))}+ below 11 from tensorrt-cu13; the EP links libnvinfer.so.10, "
+           "so TensorRT 11 does not serve it)")
 
 
-def libnvinfer_problem() -> str | None:
-    """Why TensorRT 10 cannot be loaded the way the EP will load it (None when it can)."""
+def nv_tensorrt_version(number: int) -> tuple[int, int, int]:
+    """``getInferLibVersion()``'s integer as (major, minor, patch): TensorRT 10 encodes
+    major * 10000 + minor * 100 + patch (NvInferVersion.h, NV_TENSORRT_VERSION_INT)."""
+    if number < 10000:
+        raise ValueError(f"{number} is not a TensorRT >= 10 version number (major*10000 + minor*100 + patch)")
+    return number // 10000, number // 100 % 100, number % 100
+
+
+def ep_version_problem(found: tuple[int, int, int]) -> str | None:
+    """Why the loaded TensorRT cannot serve ONNX Runtime's TensorRT EP (None when it can)."""
+    text, need = ".".join(map(str, found)), ".".join(map(str, EP_BUILT_AGAINST))
+    if found[0] != EP_BUILT_AGAINST[0]:
+        return f"TensorRT {text} is loaded; ONNX Runtime's TensorRT EP links TensorRT {EP_BUILT_AGAINST[0]} ({INSTALL})"
+    if found < EP_BUILT_AGAINST:
+        return (f"TensorRT {text} is loaded; ONNX Runtime's TensorRT EP was built against {need} and TensorRT "
+                f"serves only clients as old as the library or older ({INSTALL})")
+    return None
+
+
+def ep_library_problem(load: Any = ctypes.CDLL) -> str | None:
+    """Why TensorRT cannot be loaded the way the EP will load it (None when it can): both linked
+    libraries by soname (the wheel's ``import tensorrt`` loads them into the process first) and
+    a libnvinfer at least as new as the EP was built against."""
     if importlib.util.find_spec("tensorrt") is not None:
         try:
-            import tensorrt  # noqa: F401  -- the wheel's __init__ loads its bundled libnvinfer
+            import tensorrt  # noqa: F401  -- the wheel's __init__ loads its bundled libraries
         except (ImportError, OSError) as exc:
             return f"tensorrt is installed but cannot be imported ({exc}); {INSTALL}"
-    try:
-        ctypes.CDLL(LIBNVINFER)  # found by soname when the wheel loaded it, else on the library path
-    except OSError as exc:
-        return f"{LIBNVINFER} (TensorRT 10, which ONNX Runtime's TensorRT EP links) cannot be loaded ({exc}); {INSTALL}"
-    return None
+    libs = {}
+    for name in EP_LIBRARIES:
+        try:
+            libs[name] = load(name)  # found by soname when the wheel loaded it, else on the library path
+        except OSError as exc:
+            return f"{name} (TensorRT 10, which ONNX Runtime's TensorRT EP links) cannot be loaded ({exc}); {INSTALL}"
+    return ep_version_problem(nv_tensorrt_version(int(libs[LIBNVINFER].getInferLibVersion())))
 
 
 def graph_input_shapes(model: Path) -> dict[str, tuple[int, ...]]:
@@ -126,7 +158,7 @@ class OnnxRuntimeTensorRtEngine(OnnxRuntimeEngine):
         return trt, CudaProviderSettings(use_tf32=self.tf32)
 
     def _availability_problem_impl(self) -> str | None:
-        problems = [super()._availability_problem_impl(), libnvinfer_problem()]
+        problems = [super()._availability_problem_impl(), ep_library_problem()]
         return "; ".join(p for p in problems if p) or None
 
     def _providers(self, entry: Path) -> list[tuple[str, dict[str, str]]]:

@@ -35,7 +35,9 @@ from .base import BuildSpec, Engine, Outputs
 ARTIFACT = "model.xml"
 RECORD = "build.json"  # what the ONNX stage did, reported as onnx_* like ONNX Runtime does
 HINTS = {"fp32": "f32", "int8": "f32"}
-OV_DEVICES = {"cpu": "CPU", "cuda": "GPU"}
+#: our device -> OpenVINO's device name. Never "cuda": OpenVINO's "GPU" plugin is an Intel GPU, so a
+#: CUDA runner has no OpenVINO device; an Intel GPU would be a device of its own
+OV_DEVICES = {"cpu": "CPU"}
 #: layers whose runtime precision says whether an int8 graph really ran as int8
 COMPUTE_LAYERS = frozenset({"Convolution", "FullyConnected", "MatMul", "Deconvolution"})
 

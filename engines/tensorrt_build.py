@@ -94,8 +94,18 @@ def stage_step(spec: BuildSpec, choice: BuildChoice) -> Step:
 # ---- TensorRT itself (never run here) ----
 @functools.cache
 def trt_logger() -> Any:
-    """The process's one TensorRT logger (builders and runtimes should share one): warnings go
-    to Python logging, errors are also kept so a failed parse/build/run can raise them."""
+    """The process's one Python-side TensorRT logger, shared by every builder, parser and runtime
+    of the ``tensorrt`` engine and alive for the whole process (TensorRT: "The logger must be valid
+    until all objects created are released", NvInferRuntime.h): warnings go to Python logging,
+    errors are also kept so a failed parse/build/run can raise them.
+
+    ONNX Runtime's TensorRT EP cannot share it: the EP builds with its own C++ logger (a static in
+    tensorrt_execution_provider.cc, GetTensorrtLogger) and takes none from Python. That is safe since
+    TensorRT 8.2 ("Eliminated the global logger; each Runtime, Builder or Refitter now has its own
+    logger", CHANGELOG), so the EP's builds in the same process neither steal nor silence this one's
+    messages. The one process-global TensorRT logger left is the plugin library's
+    (initLibNvInferPlugins overwrites it on each call; the EP calls it); this engine never calls
+    ``trt.init_libnvinfer_plugins``, so it never replaces the EP's."""
     import tensorrt as trt
 
     class Recorder(trt.ILogger):

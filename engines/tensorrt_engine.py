@@ -14,15 +14,22 @@ the network and builder flags. One optimization profile covers batch 1..MAX_BATC
 its timing cache live in this engine's cache entry, keyed (``settings()``) by TensorRT version,
 GPU name, compute capability and driver.
 
-Run: I/O are torch CUDA tensors allocated in ``prepare`` (inputs copied once, outputs sized from
-the context's shapes) and bound with ``set_tensor_address``; ``run`` enqueues
-``execute_async_v3`` on the engine's own non-default stream and synchronizes that stream.
+Run: each prepared input set owns its I/O (torch CUDA tensors: inputs copied once, outputs sized
+from the shapes) and its own ``IExecutionContext``, whose shapes and tensor addresses are set once in
+``prepare``: a run never rebinds, so LoadGen cycling through its samples times ``execute_async_v3``
+alone. TensorRT's contexts are not safe to use from two threads at once, and threads must not share
+one stream either (one thread's synchronize would wait for the other's work), so each thread that
+runs the engine gets its own non-default stream (``cuda_stream()`` answers for the calling thread),
+and a context enqueued from two threads at the same time is refused (prepare one input set per
+thread; the load scenarios do). ``run`` synchronizes the calling thread's stream.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,10 +47,42 @@ INSTALL = "pip install 'infermatrix[tensorrt]'; on a CUDA 13 runner: pip install
 
 @dataclass(eq=False)
 class Bound:
-    """One prepared input set: device inputs and preallocated outputs, bound by address."""
+    """One prepared input set: device inputs, preallocated outputs and the execution context they
+    are bound to (shapes and addresses set once, in ``prepare``)."""
 
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    context: Any
+    #: held while the context is being enqueued: a second thread finding it held is refused
+    busy: threading.Lock = field(default_factory=threading.Lock)
+
+
+class StreamPerThread:
+    """One CUDA stream for each thread that runs the engine, made on the thread's first call."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._local = threading.local()
+
+    def here(self) -> Any:
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = self._make()
+        return stream
+
+
+def enqueue_bound(bound: Bound, stream_handle: int) -> bool:
+    """``execute_async_v3`` of ``bound``'s own context on ``stream_handle``; refuses a context that
+    another thread is enqueueing right now (TensorRT contexts are not thread-safe)."""
+    if bound.context is None:
+        raise EngineError("tensorrt: this prepared input set belongs to a closed engine; prepare it again")
+    if not bound.busy.acquire(blocking=False):
+        raise EngineError("tensorrt: two threads ran one prepared input set at once; its execution context is "
+                          "not thread-safe: prepare one input set per thread")
+    try:
+        return bool(bound.context.execute_async_v3(stream_handle))
+    finally:
+        bound.busy.release()
 
 
 class TensorRTEngine(Engine):
@@ -129,21 +168,20 @@ class TensorRTEngine(Engine):
         self._engine = self._runtime.deserialize_cuda_engine((workdir / PLAN).read_bytes())
         if self._engine is None:
             raise EngineError(f"tensorrt could not load {workdir / PLAN}: " + "; ".join(logger.take() or ["no message"]))
-        self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self._inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self._dtypes = {n: getattr(torch, TORCH_DTYPES[self._engine.get_tensor_dtype(n).name]) for n in names}
         self._device = torch.device("cuda", torch.cuda.current_device())
-        # its own stream, not the legacy default one: execute_async_v3 on the default stream makes
-        # TensorRT add synchronizations, and CUDA-event timing records on this stream (cuda_stream())
-        self._stream = torch.cuda.Stream(self._device)
-        self._bound: Bound | None = None
+        # non-default streams: execute_async_v3 on the legacy default stream makes TensorRT add
+        # synchronizations; one per thread (module docstring), and CUDA events record on the caller's
+        self._streams = StreamPerThread(lambda: torch.cuda.Stream(self._device))
+        self._bounds: weakref.WeakSet[Bound] = weakref.WeakSet()
         self._record = json.loads((workdir / RECORD).read_text())
         self._batches = batch_limits(self._record["tensorrt"]["profile"])
 
     def _cuda_stream_impl(self) -> Any:
-        return self._stream
+        return self._streams.here()
 
     # ---- prepare / run ----
     def _prepare_impl(self, inputs: Mapping[str, Any]) -> Any:
@@ -156,49 +194,46 @@ class TensorRTEngine(Engine):
         if not lo <= batch <= hi:
             raise EngineError(f"tensorrt: batch {batch} is outside the plan's optimization profile {lo}..{hi} "
                               f"(TensorRTEngine.MAX_BATCH)")
-        with torch.cuda.stream(self._stream):
+        stream = self._streams.here()
+        context = self._engine.create_execution_context()
+        if context is None:
+            raise EngineError("tensorrt: create_execution_context failed: " + "; ".join(trt_logger().take() or ["no message"]))
+        with torch.cuda.stream(stream):
             # host -> device once, here, outside any timed region; the dtype is the plan's own
             # (TensorRT >= 10 takes int64 token ids as they are)
             device_inputs = {n: torch.as_tensor(inputs[n]).to(self._device, self._dtypes[n]).contiguous()
                              for n in self._inputs}
-            self._set_shapes(device_inputs)
-            shapes = {n: tuple(self._context.get_tensor_shape(n)) for n in self._outputs}
+            self._set_shapes(context, device_inputs)
+            shapes = {n: tuple(context.get_tensor_shape(n)) for n in self._outputs}
             unknown = {n: s for n, s in shapes.items() if any(d < 0 for d in s)}
             if unknown:  # data-dependent shapes need an IOutputAllocator, which this engine does not wire
                 raise EngineError(f"tensorrt: output shapes depend on the data: {unknown}")
             outputs = {n: torch.empty(s, dtype=self._dtypes[n], device=self._device) for n, s in shapes.items()}
-        bound = Bound(device_inputs, outputs)
-        self._bind(bound)
-        self._stream.synchronize()
+        for n, t in (*device_inputs.items(), *outputs.items()):  # bound once: a run never rebinds
+            if not context.set_tensor_address(n, t.data_ptr()):
+                raise EngineError(f"tensorrt: could not bind tensor {n!r}: " + "; ".join(trt_logger().take() or ["no message"]))
+        stream.synchronize()
+        bound = Bound(device_inputs, outputs, context)
+        self._bounds.add(bound)
         return bound
 
-    def _set_shapes(self, device_inputs: Mapping[str, Any]) -> None:
+    @staticmethod
+    def _set_shapes(context: Any, device_inputs: Mapping[str, Any]) -> None:
         for n, t in device_inputs.items():
-            if not self._context.set_input_shape(n, tuple(t.shape)):
+            if not context.set_input_shape(n, tuple(t.shape)):
                 raise EngineError(f"tensorrt: the plan refused shape {tuple(t.shape)} for input {n!r}: "
                                   + "; ".join(trt_logger().take() or ["no message"]))
-        unset = self._context.infer_shapes()  # names of inputs whose shapes are still unknown
+        unset = context.infer_shapes()  # names of inputs whose shapes are still unknown
         if unset:
             raise EngineError(f"tensorrt: input shapes not specified: {list(unset)}")
 
-    def _bind(self, bound: Bound) -> None:
-        """Point the context at ``bound``'s tensors (shapes and addresses); the context holds one
-        binding, so a run on another prepared set rebinds first, outside the enqueue itself."""
-        self._set_shapes(bound.inputs)
-        for n, t in (*bound.inputs.items(), *bound.outputs.items()):
-            if not self._context.set_tensor_address(n, t.data_ptr()):
-                raise EngineError(f"tensorrt: could not bind tensor {n!r}: " + "; ".join(trt_logger().take() or ["no message"]))
-        self._bound = bound
-
     def _run_impl(self, prepared: Any) -> Outputs:
-        if self._bound is not prepared:
-            self._bind(prepared)
-        if not self._context.execute_async_v3(self._stream.cuda_stream):
+        if not enqueue_bound(prepared, self._streams.here().cuda_stream):
             raise EngineError("tensorrt: execute_async_v3 failed: " + "; ".join(trt_logger().take() or ["no message"]))
         return prepared.outputs
 
     def _synchronize_impl(self) -> None:
-        self._stream.synchronize()
+        self._streams.here().synchronize()
 
     # ---- facts and teardown ----
     def _details_impl(self) -> Mapping[str, Any]:
@@ -206,9 +241,9 @@ class TensorRTEngine(Engine):
         return {**{f"onnx_{k}": v for k, v in stage.items()}, **{f"tensorrt_{k}": v for k, v in built.items()}}
 
     def _close_impl(self) -> None:
-        # a context before its engine, the engine before its runtime
-        self._bound = None
-        self._context = None
+        # contexts before their engine, the engine before its runtime
+        for bound in list(self._bounds):
+            bound.context = None
         self._engine = None
         self._runtime = None
 

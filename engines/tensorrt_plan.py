@@ -1,11 +1,13 @@
 """What a TensorRT build is made of, decided without importing TensorRT (tests call these).
 
 - ``build_plan_for(version, precision, tf32)``: the network flags, builder flags and which of the
-  ONNX stage's graphs a TensorRT major version builds a precision from. TensorRT 10 is weakly
-  typed (the fp32 graph plus ``BuilderFlag.FP16``; the Q/DQ graph plus ``BuilderFlag.INT8``);
-  TensorRT 11 removed those flags and builds strongly typed networks, so fp16 comes from the
-  stage's fp16 graph (fp32 I/O) and int8 from the Q/DQ graph alone. The choice follows the
-  installed ``tensorrt.__version__``, never a try/except around a flag that may be gone.
+  ONNX stage's graphs a precision is built from. Both majors build strongly typed networks:
+  TensorRT 11 knows nothing else, and TensorRT 10.12 deprecated weak typing ("Deprecated in
+  TensorRT 10.12. Superseded by strong typing" on BuilderFlag.FP16/INT8, NvInfer.h; trtexec 10.16
+  turns those flags off under --stronglyTyped). So fp16 comes from the stage's fp16 graph (fp32
+  I/O) and int8 from the explicit Q/DQ graph alone, on 10 as on 11; STRONGLY_TYPED exists since
+  TensorRT 9.0, so every supported 10.x has it. The choice follows the installed
+  ``tensorrt.__version__``, never a try/except around a flag that may be gone.
 - ``profile_shapes``: the one optimization profile that covers every batch a run may use.
 - ``TensorRTSettings``: the typed settings that enter the cache key and ``extra_info``.
 - ``driver_from_proc``: the NVIDIA driver version from ``/proc/driver/nvidia/version``.
@@ -73,17 +75,11 @@ def build_plan_for(version: str, precision: str, tf32: bool = False) -> BuildCho
         raise ValueError(problem)
     major = tensorrt_major(version)
     tf32_set, tf32_cleared = (("TF32",), ()) if tf32 else ((), ("TF32",))
-    if major == 10:
-        # weakly typed: EXPLICIT_BATCH is deprecated and ignored in 10 (networks are always
-        # explicit batch), so no creation flag; the precision flags let TensorRT pick kernels.
-        # int8 sets INT8 only: layers outside the Q/DQ pairs stay fp32, as in TensorRT 11 and
-        # in ONNX Runtime's int8 row (trtexec's --best would add FP16 and blur the comparison).
-        flags = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}[precision]
-        graph = "int8" if precision == "int8" else "fp32"
-        return BuildChoice(major, graph, (), (*flags, *tf32_set), tf32_cleared, strongly_typed=False)
-    # 11: every network is strongly typed. STRONGLY_TYPED is "retained for API compatibility but
-    # ignored" there; it is passed anyway, as TensorRT 11.1's own onnx_resnet50 sample does.
-    # Each tensor's type comes from the graph, so the graph carries the precision.
+    # Each tensor's type comes from the graph, so the graph carries the precision; no precision
+    # flag is ever set (trtexec 10.16: "setting int8 mode is not allowed if graph is strongly
+    # typed"). TF32 is no precision flag: it is kept in both majors, and Polygraphy clears it the same
+    # way whatever the typing. STRONGLY_TYPED is "retained for API compatibility but ignored" in 11;
+    # passed anyway, as TensorRT's own 10.16 and 11.1 samples do.
     return BuildChoice(major, precision, ("STRONGLY_TYPED",), tf32_set, tf32_cleared, strongly_typed=True)
 
 

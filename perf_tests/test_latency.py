@@ -3,8 +3,9 @@
 pytest-benchmark times whole rounds and never synchronizes a device, so the timed callable
 is ``Engine.run``, which returns only after the device is done, with ``iterations=1`` so each
 round is one inference and the rounds give p50/p90/p99 (p90 from 10 rounds, p99 from 100;
-below that null, the reason in ``percentile_notes``). On CUDA it is the same inference between
-two CUDA events (scenarios/gpu_timing.py): GPU time per round beside the host's, plus NVML telemetry.
+below that null, the reason in ``percentile_notes``). On CUDA these are host latencies; the GPU
+compute time of the same inference comes from a separate pass after the rounds, with NVML
+telemetry and energy (scenarios/gpu_timing.py).
 """
 from __future__ import annotations
 
@@ -52,12 +53,10 @@ def test_latency(case, run_session, matrix_options, benchmark):
     benchmark.group = f"{case.model}-bs{case.batch_size}-{case.device}"
     rounds, warmup = plan_rounds(engine.run, prepared, matrix_options)
     gc.collect()
-    # CUDA: CUDA-event GPU time per round beside the host's, NVML clocks/energy (scenarios/gpu_timing.py)
-    gpu = CudaCase(engine, prepared, rounds, warmup) if case.device == "cuda" else None
-    if gpu is None:
-        benchmark.pedantic(engine.run, args=(prepared,), rounds=rounds, warmup_rounds=warmup, iterations=1)
-    else:
-        benchmark.pedantic(gpu.timer, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    # CUDA: NVML clocks before the rounds; GPU compute time and energy in passes after them
+    # (scenarios/gpu_timing.py), so the rounds time engine.run alone on every device
+    gpu = CudaCase(engine, prepared) if case.device == "cuda" else None
+    benchmark.pedantic(engine.run, args=(prepared,), rounds=rounds, warmup_rounds=warmup, iterations=1)
     if benchmark.disabled:  # --benchmark-disable: ran once as a smoke test, nothing to record
         return
     samples = list(benchmark.stats.stats.data)
@@ -77,7 +76,7 @@ def test_latency(case, run_session, matrix_options, benchmark):
         # achieved, like throughput: FLOPs per call over the mean seconds per call
         "flops": flops, "gflops_per_s": (flops / summary["mean_s"] / 1e9) if flops else None,
     }
-    if gpu is not None:  # after the rounds: the "after" snapshot, the GPU percentiles, the energy window
+    if gpu is not None:  # after the rounds: the "after" snapshot, GPU compute time, the energy window
         info.update(gpu.finish(samples, summary[NOTES_KEY], case.batch_size))
     info.update(engine.details())
     info["engine_settings"] = engine.settings()  # typed settings (provider options, TF32 ...), also in the cache key

@@ -43,8 +43,11 @@ def test_explicit_impossible_precision_is_a_skip_with_the_reason():
     assert "['fp32', 'int8']" in reasons["onnxruntime"]
 
 
-def test_explicit_device_an_engine_lacks_is_a_skip():
-    planned = plan_cases(opts(engines=("openvino",), devices=("cuda",), explicit={"devices"},
+def test_a_device_an_engine_lacks_is_a_skip_only_when_both_are_named():
+    # --devices cuda asks for the engines that run on CUDA, not for OpenVINO on an NVIDIA GPU
+    assert plan_cases(opts(engines=("openvino",), devices=("cuda",), explicit={"devices"},
+                           precisions=("fp32",), batch_sizes=(1,))) == []
+    planned = plan_cases(opts(engines=("openvino",), devices=("cuda",), explicit={"devices", "engines"},
                               precisions=("fp32",), batch_sizes=(1,)))
     assert len(planned) == 1
     assert "openvino does not run on 'cuda'" in planned[0].skip_reason

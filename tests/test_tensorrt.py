@@ -4,6 +4,7 @@ registration, and the skip a machine without TensorRT gives. Its build and run n
 ``tensorrt``; they have never run here (engines/tensorrt_engine.py)."""
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -16,7 +17,7 @@ from infermatrix.engines import ENGINES, EngineError, EngineUnavailable, onnx_st
 from infermatrix.engines.cache import cache_key
 from infermatrix.engines.onnx_stage import Export, Float16, OnnxFile, Quantize
 from infermatrix.engines.tensorrt_build import SYMMETRIC_RECIPES, SymmetricQuantize, stage_step
-from infermatrix.engines.tensorrt_engine import INSTALL, TensorRTEngine
+from infermatrix.engines.tensorrt_engine import INSTALL, Bound, StreamPerThread, TensorRTEngine
 from infermatrix.engines.tensorrt_plan import (TORCH_DTYPES, batch_limits, build_plan_for, driver_from_proc,
                                                profile_shapes, tensorrt_major, tensorrt_settings, version_problem)
 from infermatrix.fixtures.equivalence import DEFAULT_POLICY, compare_outputs
@@ -24,27 +25,19 @@ from infermatrix.fixtures.matrix import plan_cases
 from infermatrix.fixtures.options import MatrixOptions
 from infermatrix.models.registry import get_model
 
-TRT10, TRT11 = "10.13.3.9", "11.4.0.106"
+TRT10, TRT11 = "10.14.1.48", "11.4.0.106"
 
 
 # ---- version dispatch ----
-def test_tensorrt_10_builds_weakly_typed_with_precision_flags():
-    fp32, fp16, int8 = (build_plan_for(TRT10, p) for p in ("fp32", "fp16", "int8"))
-    assert {c.major for c in (fp32, fp16, int8)} == {10} and not any(c.strongly_typed for c in (fp32, fp16, int8))
-    # EXPLICIT_BATCH is deprecated and ignored in 10: no creation flag at all
-    assert fp32.network_flags == fp16.network_flags == int8.network_flags == ()
-    assert (fp32.onnx_graph, fp32.builder_flags) == ("fp32", ())
-    assert (fp16.onnx_graph, fp16.builder_flags) == ("fp32", ("FP16",))    # fp32 graph, TensorRT picks fp16 kernels
-    assert (int8.onnx_graph, int8.builder_flags) == ("int8", ("INT8",))    # the Q/DQ graph, no FP16 beside it
-
-
-def test_tensorrt_11_is_strongly_typed_and_takes_the_precision_from_the_graph():
+@pytest.mark.parametrize("version", [TRT10, TRT11])
+def test_both_majors_build_strongly_typed_and_take_the_precision_from_the_graph(version):
+    # TensorRT 10.12 deprecated the weak-typing flags (FP16/INT8) in favour of strong typing; 11 removed them
     for precision in ("fp32", "fp16", "int8"):
-        choice = build_plan_for(TRT11, precision)
-        assert choice.major == 11 and choice.strongly_typed
+        choice = build_plan_for(version, precision)
+        assert choice.major == tensorrt_major(version) and choice.strongly_typed
         assert choice.network_flags == ("STRONGLY_TYPED",)
         assert choice.onnx_graph == precision                          # fp16 graph (fp32 I/O), Q/DQ graph
-        # the flags TensorRT 11 removed are never named, so no getattr can fail on them
+        # no precision flag is ever named, so no getattr can fail on one TensorRT 11 removed
         assert not {"FP16", "INT8", "BF16", "EXPLICIT_BATCH"} & {*choice.builder_flags, *choice.network_flags}
 
 
@@ -104,11 +97,12 @@ def test_settings_name_version_gpu_capability_driver_and_how_it_was_built():
     s = asdict(settings())
     assert s["tensorrt_version"] == TRT10 and s["gpu_name"] == "NVIDIA H100 80GB HBM3"
     assert s["compute_capability"] == "9.0" and s["driver"] == "580.95.05"
-    assert s["builder_flags"] == ("FP16",) and s["onnx_graph"] == "fp32" and not s["strongly_typed"]
+    assert s["builder_flags"] == () and s["cleared_flags"] == ("TF32",)
+    assert s["onnx_graph"] == "fp16" and s["strongly_typed"] and s["network_flags"] == ("STRONGLY_TYPED",)
     assert (s["min_batch"], s["opt_batch"], s["max_batch"]) == (1, 8, 64)
 
 
-@pytest.mark.parametrize("change", [dict(version="10.13.3.10"), dict(version=TRT11), dict(gpu_name="NVIDIA H200"),
+@pytest.mark.parametrize("change", [dict(version="10.14.1.49"), dict(version=TRT11), dict(gpu_name="NVIDIA H200"),
                                     dict(capability=(10, 0)), dict(driver="580.95.06"), dict(tf32=True)])
 def test_each_fact_a_plan_depends_on_changes_the_key(change):
     assert cache_key(asdict(settings(**change))) != cache_key(asdict(settings()))
@@ -136,11 +130,11 @@ def tiny_cnn():
 
 def test_each_choice_parses_its_stage_graph(tiny_cnn):
     _, spec = tiny_cnn
-    assert isinstance(stage_step(spec, build_plan_for(TRT10, "fp16")), Export)           # fp32 graph + FP16 flag
-    fp16 = stage_step(spec, build_plan_for(TRT11, "fp16"))
-    assert isinstance(fp16, Float16) and isinstance(fp16.parent, Export)                # the stage's fp16 graph
-    assert fp16.key == onnx_stage.plan(spec, "fp16").key                                 # shared with ONNX Runtime's
     for version in (TRT10, TRT11):
+        assert isinstance(stage_step(spec, build_plan_for(version, "fp32")), Export)
+        fp16 = stage_step(spec, build_plan_for(version, "fp16"))
+        assert isinstance(fp16, Float16) and isinstance(fp16.parent, Export)            # the stage's fp16 graph
+        assert fp16.key == onnx_stage.plan(spec, "fp16").key                             # shared with ONNX Runtime's
         int8 = stage_step(spec, build_plan_for(version, "int8"))
         assert isinstance(int8, SymmetricQuantize) and int8.scheme == spec.int8_scheme
         assert isinstance(int8.parent, Export)                                           # never the fused graph
@@ -227,3 +221,72 @@ def test_settings_of_an_engine_that_cannot_run_here_say_why():
         return
     with pytest.raises(EngineUnavailable, match="tensorrt"):
         engine.settings()
+
+
+# ---- one execution context per prepared input set, one stream per thread ----
+class FakeContext:
+    """Records what the engine asks of an IExecutionContext; ``gate`` holds an enqueue open."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.enqueued: list[tuple[str, int]] = []
+        self.addresses_set = 0
+        self.gate, self.inside = gate, threading.Event()
+
+    def set_tensor_address(self, name, memory):
+        self.addresses_set += 1
+        return True
+
+    def execute_async_v3(self, stream_handle):
+        self.inside.set()
+        if self.gate is not None:
+            self.gate.wait(5)
+        self.enqueued.append((threading.current_thread().name, stream_handle))
+        return True
+
+
+class FakeStream:
+    made = 0
+
+    def __init__(self) -> None:
+        FakeStream.made += 1
+        self.cuda_stream = 1000 + FakeStream.made
+
+
+def runner() -> TensorRTEngine:
+    """The engine's run path with fake streams (no GPU here): what _run_impl does is the engine's own."""
+    engine = TensorRTEngine.__new__(TensorRTEngine)
+    engine._streams = StreamPerThread(FakeStream)
+    return engine
+
+
+def test_runs_never_rebind_and_each_thread_enqueues_on_its_own_stream():
+    engine = runner()
+    a, b = Bound({}, {"y": "out-a"}, FakeContext()), Bound({}, {"y": "out-b"}, FakeContext())
+    assert engine._run_impl(a) == {"y": "out-a"}
+    assert engine._run_impl(b) == {"y": "out-b"} and engine._run_impl(a)  # LoadGen cycling through samples
+    worker = threading.Thread(target=lambda: engine._run_impl(b), name="worker")
+    worker.start()
+    worker.join()
+    assert a.context.addresses_set == b.context.addresses_set == 0      # bound once, in prepare
+    main_stream = a.context.enqueued[0][1]
+    assert [s for _, s in a.context.enqueued] == [main_stream, main_stream]
+    assert b.context.enqueued[0][1] == main_stream                      # one stream per thread ...
+    assert b.context.enqueued[1][0] == "worker" and b.context.enqueued[1][1] != main_stream  # ... the worker's own
+    assert engine._cuda_stream_impl().cuda_stream == main_stream  # CUDA events record on the caller's stream
+
+
+def test_one_prepared_set_enqueued_from_two_threads_at_once_is_refused():
+    engine = runner()
+    gate = threading.Event()
+    shared = Bound({}, {}, FakeContext(gate))
+    first = threading.Thread(target=lambda: engine._run_impl(shared))
+    first.start()
+    assert shared.context.inside.wait(5)
+    with pytest.raises(EngineError, match="two threads ran one prepared input set at once"):
+        engine._run_impl(shared)
+    gate.set()
+    first.join()
+    assert len(shared.context.enqueued) == 1
+    shared.context = None  # what close() does to every prepared set
+    with pytest.raises(EngineError, match="closed engine"):
+        engine._run_impl(shared)
