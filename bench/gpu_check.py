@@ -106,11 +106,14 @@ class Phases:
         json_path, xml_path = self.out / f"{tag}.json", self.out / f"{tag}.xml"
         if keep_timing and json_path.exists():
             self.runs.append(json.loads(json_path.read_text()))
-        self.outcomes.update({outcome_prefix + c: o for c, o in junit_outcomes(xml_path).items()})
+        found = junit_outcomes(xml_path)
+        self.outcomes.update({outcome_prefix + c: o for c, o in found.items()})
         if code is None:
             self.problems.append(f"{label}: timed out after {budget_s:.0f} s; output tail:\n{tail}")
             return False
-        if code not in (0, 1, 5):  # 1: a case failed (listed), 5: nothing collected; else pytest itself broke
+        # 1: a case failed (listed below), 5: nothing collected; anything else, or a 1 that names no
+        # case, is pytest itself failing
+        if code not in (0, 1, 5) or (code == 1 and not found):
             self.problems.append(f"{label}: pytest exited with code {code}; output tail:\n{tail}")
         return True
 
