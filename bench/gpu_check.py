@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         print(f"gpu_check: no CUDA device is present, nothing was run: {why}", file=sys.stderr)
         return 2
-    from infermatrix.reports.folders import new_out_dir
+    from infermatrix.core.folders import new_out_dir
     out = new_out_dir(args.out)
     phases = Phases(out, args.timeout)
     models = args.models.split(",")

@@ -11,7 +11,7 @@ import pytest
 
 from infermatrix.models import digits
 from infermatrix.scenarios.measure import latency_summary
-from infermatrix.fixtures.session import RunSession
+from infermatrix.runner.session import RunSession
 
 pytestmark = pytest.mark.scenario
 EVAL_BATCH = 64

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from infermatrix.scenarios import concurrency
-from infermatrix.fixtures.load_target import LoadTarget, direct_latency
+from infermatrix.runner.load_target import LoadTarget, direct_latency
 from infermatrix.scenarios.loadgen import run_scenario
-from infermatrix.fixtures.matrix import Case
+from infermatrix.core.schema import Case
 from infermatrix.scenarios.server_search import server_search
 
 pytestmark = pytest.mark.scenario

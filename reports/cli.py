@@ -87,7 +87,7 @@ def gate(base_path, new_path, args: argparse.Namespace, fail_on_missing: bool = 
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
-    from .ab import Side, parse_env, run_ab
+    from infermatrix.runner.ab import Side, parse_env, run_ab
     from .gate import parse_thresholds
     parse_thresholds(args.threshold)  # a bad threshold fails before minutes of benchmarking
     if args.rounds < 1:

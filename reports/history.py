@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from .hardware import hardware_id
+from infermatrix.core.hardware import hardware_id
 
 CASE_FIELDS = ("model", "engine", "precision", "batch_size", "device")
 MEMORY_FIELDS = ("load_rss_bytes", "run_peak_rss_bytes", "gpu_peak_bytes")

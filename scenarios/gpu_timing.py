@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from infermatrix.reports.percentiles import NOTES_KEY, percentile, percentile_figures
+from infermatrix.core.percentiles import NOTES_KEY, percentile, percentile_figures
 
 from .gpu_telemetry import NOT_THROTTLING, cuda_nvml_index, energy_window, snapshot
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from infermatrix.reports.ab import Side, merge_blocks, parse_env
+from infermatrix.runner.ab import Side, merge_blocks, parse_env
 from infermatrix.reports.cli import main
 from infermatrix.reports.history import InputError
 

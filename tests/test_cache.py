@@ -10,9 +10,9 @@ import pytest
 
 from infermatrix.engines import get_engine
 from infermatrix.engines.cache import META, STAGE_PREFIX, CorruptEntryWarning, EngineCache, cache_key
-from infermatrix.fixtures.matrix import Case
+from infermatrix.core.schema import Case
 from infermatrix.models.registry import get_model, register_model, weights_digest
-from infermatrix.fixtures.session import RunSession
+from infermatrix.runner.session import RunSession
 
 
 def write_artifact(stage: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from infermatrix.fixtures.cli import main as cli_main
 from infermatrix.fixtures.config import build_run_config
 from infermatrix.fixtures.config_file import read_config
-from infermatrix.fixtures.equivalence import DEFAULT_POLICY
+from infermatrix.runner.equivalence import DEFAULT_POLICY
 from infermatrix.fixtures.option_table import SETTINGS
 from infermatrix.models.registry import MODELS
 

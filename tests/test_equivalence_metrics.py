@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from infermatrix.fixtures.equivalence import (DEFAULT_POLICY, Tolerance, compare_outputs, cosine, policy_row, sqnr_db,
+from infermatrix.runner.equivalence import (DEFAULT_POLICY, Tolerance, compare_outputs, cosine, policy_row, sqnr_db,
                                   top1_agreement)
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False, width=32)

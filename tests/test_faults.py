@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from infermatrix.engines.cache import STAGE_PREFIX, CorruptEntryWarning, EngineCache
-from infermatrix.fixtures.matrix import Case
-from infermatrix.fixtures.session import RunSession
-from infermatrix.reports.folders import new_out_dir
+from infermatrix.core.schema import Case
+from infermatrix.runner.session import RunSession
+from infermatrix.core.folders import new_out_dir
 from infermatrix.reports.cli import main as infermatrix
 from tests.runs import bench, write_run
 
@@ -147,8 +147,8 @@ import json, sys
 from pathlib import Path
 from infermatrix.engines.cache import EngineCache
 from infermatrix.models import zoo  # registers the built-in models
-from infermatrix.fixtures.matrix import Case
-from infermatrix.fixtures.session import RunSession
+from infermatrix.core.schema import Case
+from infermatrix.runner.session import RunSession
 s = RunSession(EngineCache(Path(sys.argv[1])))
 s.engine(Case("tiny-cnn", "onnxruntime", "int8", 1, "cpu"))
 print(json.dumps(s.stats.as_dict()))

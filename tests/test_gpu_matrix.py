@@ -6,7 +6,7 @@ import pytest
 
 from infermatrix.engines import get_engine
 from infermatrix.fixtures import hardware, matrix
-from infermatrix.fixtures.equivalence import DEFAULT_POLICY, compare_outputs
+from infermatrix.runner.equivalence import DEFAULT_POLICY, compare_outputs
 from infermatrix.fixtures.options import DEFAULT_PRECISIONS
 from tests.test_matrix import ids, opts
 

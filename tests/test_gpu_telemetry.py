@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bench import gpu_check
-from infermatrix.reports.percentiles import NOTES_KEY
+from infermatrix.core.percentiles import NOTES_KEY
 from infermatrix.scenarios import gpu_telemetry as gt
 from infermatrix.scenarios.gpu_timing import gpu_timing_summary
 from tests.runs import bench, write_run

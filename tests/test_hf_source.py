@@ -12,8 +12,8 @@ import torch
 
 from infermatrix.engines import ENGINES
 from infermatrix.engines.cache import EngineCache
-from infermatrix.fixtures.matrix import Case
-from infermatrix.fixtures.session import RunSession
+from infermatrix.core.schema import Case
+from infermatrix.runner.session import RunSession
 from infermatrix.models.hf_inputs import sentences, synthetic_image
 from infermatrix.models.registry import get_model
 from infermatrix.models.sources import SourceError, resolve

@@ -8,10 +8,10 @@ import pytest
 
 from infermatrix.engines import ENGINES, get_engine
 from infermatrix.engines.cache import EngineCache
-from infermatrix.fixtures.session import RunSession
+from infermatrix.runner.session import RunSession
 from infermatrix.models import zoo  # noqa: F401  (registers the built-in models)
 from infermatrix.reports.cli import main as reports_main
-from infermatrix.scenarios.case import Case
+from infermatrix.core.schema import Case
 
 from tests.runs import bench, write_run
 

@@ -151,9 +151,9 @@ def test_offline_builds_a_fixed_batch_engine_for_its_batch_and_checks_it_there(t
     """A traced TorchScript graph is specialised to one batch: Offline at batch 8 must not run
     the batch-1 artifact, but a batch-8 build that passed the equivalence check at batch 8."""
     from infermatrix.engines.cache import EngineCache
-    from infermatrix.fixtures.load_target import LoadTarget
-    from infermatrix.fixtures.matrix import Case
-    from infermatrix.fixtures.session import RunSession
+    from infermatrix.runner.load_target import LoadTarget
+    from infermatrix.core.schema import Case
+    from infermatrix.runner.session import RunSession
     session = RunSession(EngineCache(tmp_path))
     target = LoadTarget(session, Case("tiny-cnn", "torchscript", "fp32", 1, "cpu"))
     one, eight = target.engine(1), target.engine(8)

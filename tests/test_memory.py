@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from infermatrix.engines.cache import EngineCache
-from infermatrix.fixtures.matrix import Case
+from infermatrix.core.schema import Case
 from infermatrix.scenarios.memory import FIELDS, engine_memory
 from infermatrix.models.registry import MODELS, ModelSpec, register_model
-from infermatrix.fixtures.session import RunSession
+from infermatrix.runner.session import RunSession
 
 MIB = 2 ** 20
 

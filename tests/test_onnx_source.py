@@ -14,7 +14,7 @@ from infermatrix.engines import ENGINES
 from infermatrix.engines.cache import EngineCache
 from infermatrix.fixtures.matrix import Case, plan_cases
 from infermatrix.fixtures.options import MatrixOptions
-from infermatrix.fixtures.session import RunSession
+from infermatrix.runner.session import RunSession
 from infermatrix.models.onnx_file import register_onnx_file
 from infermatrix.models.registry import get_model
 from infermatrix.models.sources import SourceError, resolve

@@ -22,7 +22,7 @@ from infermatrix.engines.onnxruntime_tensorrt import (LIBNVINFER, OnnxRuntimeTen
                                                       trt_profile)
 from infermatrix.engines.tensorrt_plan import profile_shapes
 from infermatrix.fixtures import matrix
-from infermatrix.fixtures.equivalence import DEFAULT_POLICY, compare_outputs
+from infermatrix.runner.equivalence import DEFAULT_POLICY, compare_outputs
 from infermatrix.models import zoo  # noqa: F401  (registers tiny-cnn)
 from infermatrix.models.registry import get_model
 from tests.test_matrix import ids, opts

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from infermatrix.engines.cache import STAGE_PREFIX, CorruptEntryWarning, EngineCache
-from infermatrix.fixtures.matrix import Case
+from infermatrix.core.schema import Case
 from infermatrix.scenarios.measure import (MIN_SAMPLES, NOTES_KEY, PeakRss, latency_summary, percentile,
                               percentile_figures, percentiles)
 from infermatrix.models.registry import MODELS, ModelSpec, register_checkpoint, register_model
-from infermatrix.fixtures.session import RunSession
+from infermatrix.runner.session import RunSession
 from infermatrix.models.zoo import IMAGE, image_inputs
 from tests.unexportable import Unexportable
 

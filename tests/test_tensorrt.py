@@ -20,7 +20,7 @@ from infermatrix.engines.tensorrt_build import SYMMETRIC_RECIPES, SymmetricQuant
 from infermatrix.engines.tensorrt_engine import INSTALL, Bound, StreamPerThread, TensorRTEngine
 from infermatrix.engines.tensorrt_plan import (TORCH_DTYPES, batch_limits, build_plan_for, driver_from_proc,
                                                profile_shapes, tensorrt_major, tensorrt_settings, version_problem)
-from infermatrix.fixtures.equivalence import DEFAULT_POLICY, compare_outputs
+from infermatrix.runner.equivalence import DEFAULT_POLICY, compare_outputs
 from infermatrix.fixtures.matrix import plan_cases
 from infermatrix.fixtures.options import MatrixOptions
 from infermatrix.models.registry import get_model

@@ -25,10 +25,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .folders import new_out_dir
-from .history import InputError
-from .percentiles import latency_summary
-from .source_shim import pythonpath, write_shim
+from infermatrix.core.folders import new_out_dir
+from infermatrix.reports.history import InputError
+from infermatrix.core.percentiles import latency_summary
+from infermatrix.core.source_shim import pythonpath, write_shim
 
 WORKER_PLUGIN = "infermatrix_ab_worker"   # reports/ab_worker.py, copied beside each side
 WORKER_SOURCE = Path(__file__).with_name("ab_worker.py")

@@ -1,0 +1,1 @@
+"""The neutral core every layer may import: the results schema, percentiles, hardware identity, folders."""
