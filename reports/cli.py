@@ -1,7 +1,9 @@
-"""The ``infermatrix`` console script: ``compare`` (the gate), ``ab`` (BASE and NEW in one job,
-alternating, then the gate) and ``report`` (charts).
+"""``infermatrix compare`` (the statistical gate between saved runs, also ``infermatrix ab``'s
+verdict) and ``infermatrix report`` (charts and summary.md): their arguments and their functions.
 
-Exit codes: 0 fine, 1 a regression, 2 a usage or input error. Saved runs are only read.
+The program and its dispatch live in commands/main.py; this module reads saved JSON only and
+imports nothing outside reports/ and core/. A command returns its exit code (0 fine, 1 a
+regression) or raises InputError, which the program turns into exit code 2.
 """
 from __future__ import annotations
 
@@ -14,45 +16,21 @@ from .history import InputError, latest_per_case, latest_per_machine, load_frame
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="infermatrix", description=__doc__.splitlines()[0],
-                                     epilog="infermatrix export --pipeline NAME --out DIR: the VL pipeline's "
-                                            "standalone artifacts (see scenarios/export.py)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    cmp_ = sub.add_parser("compare", help="statistical regression gate between two sets of saved runs")
-    cmp_.add_argument("base", help="baseline: a run JSON or a storage directory (its latest run per case)")
-    cmp_.add_argument("new", help="candidate: a run JSON or a storage directory")
-    cmp_.add_argument("--threshold", default="median=10%", help="per-metric thresholds, e.g. median=10%%,p99=15%%")
-    cmp_.add_argument("--alpha", type=float, default=0.01, help="significance level of the Mann-Whitney U test")
-    cmp_.add_argument("--markdown", type=Path, help="also write the markdown table to this file")
-    cmp_.add_argument("--allow-hardware-mismatch", action="store_true",
-                      help="compare runs from different CPUs/GPUs anyway")
-    ab = sub.add_parser("ab", help="benchmark BASE and NEW in one job, alternating blocks, then gate (for CI)",
-                        description="Runs the pytest selection after -- under BASE and NEW (git refs of --repo, "
-                                    "Python interpreters, extra environment variables), alternating blocks of "
-                                    "rounds so machine drift cancels, then applies the compare gate.")
-    for label in ("base", "new"):
-        ab.add_argument(f"--{label}-ref", help=f"git ref of --repo for {label.upper()} (default: the working tree)")
-        ab.add_argument(f"--{label}-python", default=sys.executable,
-                        help=f"Python interpreter of {label.upper()}'s environment (default: this one)")
-        ab.add_argument(f"--{label}-env", action="append", metavar="KEY=VALUE",
-                        help=f"extra environment variable for {label.upper()} (repeatable)")
-    ab.add_argument("--repo", type=Path, default=Path.cwd(), help="the repository holding perf_tests (default: .)")
-    ab.add_argument("--blocks", type=int, default=10, help="alternating blocks per side and case (default 10)")
-    ab.add_argument("--rounds", type=int, default=40, help="timed rounds per block (default 40)")
-    ab.add_argument("--tests", default="perf_tests/test_latency.py", help="the benchmarks to run (default: latency)")
-    ab.add_argument("--out", type=Path, default=Path("ab-runs"),
-                    help="runs are kept in a new folder under this one (default ab-runs; not the history dir)")
-    ab.add_argument("--threshold", default="median=5%", help="per-metric thresholds (default median=5%%)")
-    ab.add_argument("--alpha", type=float, default=0.01, help="significance level of the Mann-Whitney U test")
-    ab.add_argument("--markdown", type=Path, help="also write the markdown table to this file")
-    ab.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for a worker's block (default 3600)")
-    ab.add_argument("pytest_args", nargs=argparse.REMAINDER,
-                    help="after --: the selection, e.g. -- --models resnet50 --engines onnxruntime --batch-sizes 1")
-    rep = sub.add_parser("report", help="charts and summary.md from saved runs")
-    rep.add_argument("runs", nargs="+", help="run JSON files and/or storage directories")
-    rep.add_argument("--out", type=Path, required=True, help="directory for the PNGs and summary.md")
-    return parser
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """``infermatrix compare``'s arguments."""
+    parser.add_argument("base", help="baseline: a run JSON or a storage directory (its latest run per case)")
+    parser.add_argument("new", help="candidate: a run JSON or a storage directory")
+    parser.add_argument("--threshold", default="median=10%", help="per-metric thresholds, e.g. median=10%%,p99=15%%")
+    parser.add_argument("--alpha", type=float, default=0.01, help="significance level of the Mann-Whitney U test")
+    parser.add_argument("--markdown", type=Path, help="also write the markdown table to this file")
+    parser.add_argument("--allow-hardware-mismatch", action="store_true",
+                        help="compare runs from different CPUs/GPUs anyway")
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """``infermatrix report``'s arguments."""
+    parser.add_argument("runs", nargs="+", help="run JSON files and/or storage directories")
+    parser.add_argument("--out", type=Path, required=True, help="directory for the PNGs and summary.md")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -84,27 +62,6 @@ def gate(base_path, new_path, args: argparse.Namespace, fail_on_missing: bool = 
     # ab: BASE and NEW ran the same selection, so a case on one side only is a case that failed
     bad = ("slower", "missing", "new") if fail_on_missing else ("slower",)
     return EXIT_REGRESSION if any(r.verdict in bad for r in results) else EXIT_OK
-
-
-def cmd_ab(args: argparse.Namespace) -> int:
-    from infermatrix.runner.ab import Side, parse_env, run_ab
-    from .gate import parse_thresholds
-    parse_thresholds(args.threshold)  # a bad threshold fails before minutes of benchmarking
-    if args.rounds < 1:
-        raise InputError(f"--rounds {args.rounds}: expected >= 1")
-    selection = [a for a in args.pytest_args if a != "--"]
-    sides = [Side(label, getattr(args, f"{label}_ref"), getattr(args, f"{label}_python"),
-                  parse_env(getattr(args, f"{label}_env"), label)) for label in ("base", "new")]
-    worker_args = [args.tests, *selection, "--latency-rounds", str(args.rounds), "--benchmark-disable-gc"]
-    ab = run_ab(sides[0], sides[1], worker_args, args.blocks, args.out, args.repo.resolve(), args.timeout)
-    print(f"BASE: {sides[0].describe()}\nNEW:  {sides[1].describe()}\nruns and worker logs: {ab.folder}\n")
-    if "base" in ab.failures:  # the baseline itself is broken: there is nothing to gate against
-        raise InputError(f"BASE does not pass its own cases, so nothing can be gated: {ab.failures['base']}")
-    verdict = gate(ab.base, ab.new, args, fail_on_missing=True) if ab.new else EXIT_REGRESSION
-    if "new" in ab.failures:  # a case that fails under NEW (outputs differ, an error) is never a pass
-        print(f"infermatrix ab: NEW fails: {ab.failures['new']}", file=sys.stderr)
-        return EXIT_REGRESSION
-    return verdict
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -156,15 +113,3 @@ def _out_dir(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     return out
 
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return {"compare": cmd_compare, "ab": cmd_ab, "report": cmd_report}[args.command](args)
-    except InputError as exc:
-        print(f"infermatrix: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-
-
-if __name__ == "__main__":
-    sys.exit(main())

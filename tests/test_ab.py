@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from infermatrix.runner.ab import Side, merge_blocks, parse_env
-from infermatrix.reports.cli import main
+from infermatrix.commands.main import main
 from infermatrix.reports.history import InputError
 
 SELECTION = ["--", "--models", "tiny-cnn", "--engines", "torch_slowdown", "--precisions", "fp32",

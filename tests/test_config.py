@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infermatrix.fixtures.cli import main as cli_main
+from infermatrix.commands.main import main as cli_main
 from infermatrix.fixtures.config import build_run_config
 from infermatrix.fixtures.config_file import read_config
 from infermatrix.runner.equivalence import DEFAULT_POLICY

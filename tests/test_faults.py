@@ -20,7 +20,7 @@ from infermatrix.engines.cache import STAGE_PREFIX, CorruptEntryWarning, EngineC
 from infermatrix.core.schema import Case
 from infermatrix.runner.session import RunSession
 from infermatrix.core.folders import new_out_dir
-from infermatrix.reports.cli import main as infermatrix
+from infermatrix.commands.main import main as infermatrix
 from tests.runs import bench, write_run
 
 ROOT = Path(__file__).resolve().parent.parent

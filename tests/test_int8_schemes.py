@@ -10,7 +10,7 @@ from infermatrix.engines import ENGINES, get_engine
 from infermatrix.engines.cache import EngineCache
 from infermatrix.runner.session import RunSession
 from infermatrix.models import zoo  # noqa: F401  (registers the built-in models)
-from infermatrix.reports.cli import main as reports_main
+from infermatrix.commands.main import main as reports_main
 from infermatrix.core.schema import Case
 
 from tests.runs import bench, write_run

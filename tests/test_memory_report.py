@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from infermatrix.reports.cli import main
+from infermatrix.commands.main import main
 from infermatrix.reports.history import load_frame
 from tests.runs import bench, write_run
 

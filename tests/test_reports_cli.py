@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from infermatrix.reports.charts import speedup_table
-from infermatrix.reports.cli import main, trend_regressions
+from infermatrix.commands.main import main
+from infermatrix.reports.cli import trend_regressions
 from infermatrix.reports.history import latest_per_machine, load_frame
 from tests.runs import bench, write_run
 

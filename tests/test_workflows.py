@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from infermatrix.reports.cli import build_parser
+from infermatrix.commands.main import build_parser
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,6 @@
+"""``python -m infermatrix.commands ...`` = ``infermatrix ...``."""
+import sys
+
+from .main import main
+
+sys.exit(main())
