@@ -49,7 +49,7 @@ def _env(slowdown: float) -> dict:
 
 def ab_pair(args: argparse.Namespace, work: Path, slowdown: float) -> bool:
     """One `infermatrix ab` run; True when the gate flags NEW as slower."""
-    cmd = _pinned(args, [sys.executable, "-m", "reports.cli", "ab", "--blocks", str(args.blocks),
+    cmd = _pinned(args, [sys.executable, "-m", "infermatrix.commands", "ab", "--blocks", str(args.blocks),
                          "--rounds", str(args.rounds // args.blocks), "--threshold", args.threshold,
                          "--alpha", str(args.alpha), "--out", str(work / "ab"),
                          "--base-env", f"{SLOWDOWN_ENV}=0", "--new-env", f"{SLOWDOWN_ENV}={slowdown}",
@@ -72,7 +72,7 @@ def processes_pair(args: argparse.Namespace, work: Path, slowdown: float, tag: s
         if res.returncode != 0:
             raise SystemExit(f"benchmark run failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
         runs.append(out)
-    res = subprocess.run([sys.executable, "-m", "reports.cli", "compare", *map(str, runs), "--threshold",
+    res = subprocess.run([sys.executable, "-m", "infermatrix.commands", "compare", *map(str, runs), "--threshold",
                           args.threshold, "--alpha", str(args.alpha)], capture_output=True, text=True, cwd=ROOT)
     if res.returncode not in (0, 1):
         raise SystemExit(f"infermatrix compare failed ({res.returncode}): {res.stderr}")

@@ -12,7 +12,7 @@ out of time still leaves a table:
    stream per thread), when it is installed.
 
 Each pytest run streams its cases to the terminal as they finish, with the time spent. Then it
-prints: case, host p50, speedup vs eager fp32 of the same run, GPU compute vs host p50, GPU memory,
+prints: case, host p50, speedup vs the case's reference (eager fp32) of the same run, GPU compute vs host p50, GPU memory,
 energy per inference, equivalence; throttled, failed, skipped and unrun cases; and the checks only a
 GPU decides (bench/gpu_check_report.py). Exit codes: 0 every case passed and no check failed, 1 a
 case or check failed or the time ran out, 2 no CUDA device here (with the reason).

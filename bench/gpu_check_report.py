@@ -11,7 +11,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-BASELINE = ("torch", "fp32")  # eager PyTorch fp32: the speedup reference
+from infermatrix.core.schema import read_record
+
 
 
 def junit_outcomes(xml_path: Path) -> dict[str, tuple[str, str]]:
@@ -45,11 +46,6 @@ def _label(x: dict[str, Any]) -> str:
     return f"{x['model']} bs{x['batch_size']} {x['engine']} {_precision(x)}"
 
 
-def _case_id(x: dict[str, Any]) -> str:
-    """The case's test id (scenarios/case.py Case.id), to match JUnit outcomes with saved benchmarks."""
-    return f"{x['model']}-{x['engine']}-{_precision(x)}-bs{x['batch_size']}-{x['device']}"
-
-
 def hardware_line(machine: dict[str, Any]) -> str:
     """The GPUs, driver and library versions of a saved run, for naming the hardware with the table."""
     info = machine.get("infermatrix") or {}
@@ -76,17 +72,18 @@ def render_report(runs: list[dict[str, Any]], outcomes: dict[str, tuple[str, str
     failed/skipped cases (``outcomes``, from JUnit XML)."""
     outcomes = outcomes or {}
     benches = [b for run in runs for b in run.get("benchmarks", []) if b.get("extra_info", {}).get("model")]
-    baseline = {(x["model"], x["batch_size"], x["device"]): x["p50_s"] for x in (b["extra_info"] for b in benches)
-                if (x["engine"], x["precision"]) == BASELINE}
+    records = {id(b): read_record(b["extra_info"], str(b.get("name", ""))) for b in benches}
+    p50 = {r.case: b["extra_info"]["p50_s"] for b in benches for r in [records[id(b)]]}
     lines = [hardware_line(runs[0].get("machine_info", {})) if runs else "GPU: no run was saved", "",
-             "| case | host p50 | speedup vs eager fp32 | GPU compute / host p50 (host ÷ GPU) | GPU memory | energy / inference "
+             "| case | host p50 | speedup vs reference | GPU compute / host p50 (host ÷ GPU) | GPU memory | energy / inference "
              "| equivalence |", "|---|---:|---:|---:|---:|---:|---|"]
     throttled, measured = [], set()
     engine_memory = memory_by_engine([b["extra_info"] for b in benches])
-    for x in sorted((b["extra_info"] for b in benches), key=lambda x: (x["model"], x["batch_size"], x["p50_s"])):
-        measured.add(_case_id(x))
-        base = baseline.get((x["model"], x["batch_size"], x["device"]))
-        speedup = f"{base / x['p50_s']:.2f}×" if base and x["p50_s"] else "n/a (no eager fp32)"
+    for b in sorted(benches, key=lambda b: (b["extra_info"]["model"], b["extra_info"]["batch_size"], b["extra_info"]["p50_s"])):
+        x, rec = b["extra_info"], records[id(b)]
+        measured.add(rec.case.id)
+        base = p50.get(rec.reference.of(rec.case)) if rec.reference else None  # the reference the run wrote
+        speedup = f"{base / x['p50_s']:.2f}×" if base and x["p50_s"] else "n/a (no reference case)"
         ratio = x.get("host_overhead_ratio")
         gpu_vs_host = (f"{_ms(x.get('gpu_compute_p50_s'))} / {_ms(x['p50_s'])}" + (f" ({ratio:.2f}×)" if ratio else "")
                        if x.get("gpu_compute_p50_s") is not None else "n/a")

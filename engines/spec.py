@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-DEVICES = ("cpu", "cuda")
-#: int8 recipes. static: Q/DQ with activation ranges calibrated on sample inputs; dynamic:
-#: weights int8, activations quantized per call; each with one weight scale per tensor or per
-#: output channel. weight_only: int8 weights in blocks of 32 (MatMulNBits), what LLM decoders
-#: ship with. Which of them an engine builds is its class data ``Engine.int8_schemes``.
-INT8_SCHEMES = ("static", "static_per_channel", "dynamic", "dynamic_per_channel", "weight_only")
+from infermatrix.core.schema import DEVICES, INT8_SCHEMES, PRECISIONS  # noqa: F401  (re-exported)
+
+# the axes' values are part of the results schema (core/schema.py), defined there once. The int8
+# recipes: static = Q/DQ with activation ranges calibrated on sample inputs; dynamic = weights int8,
+# activations quantized per call; each with one weight scale per tensor or per output channel;
+# weight_only = int8 weights in blocks of 32 (MatMulNBits), what LLM decoders ship with. Which an
+# engine builds is its class data ``Engine.int8_schemes``.
 #: where a model comes from: a torch module (code, zoo, hf: directories) or an ONNX file (onnx:)
 SOURCES = ("torch", "onnx")
 

@@ -2,13 +2,14 @@
 
 MLPerf's rule: an optimized or quantized model keeps >= 99 % of the fp32 accuracy. The two
 variants (trained on a 10 % subset vs then fine-tuned on the whole training split) stand side
-by side with their latency, as seed 003 compares pre-trained and fine-tuned models.
+by side with their latency, as one compares a pre-trained model with its fine-tuned version.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from infermatrix.core.records import AccuracyRecord
 from infermatrix.models import digits
 from infermatrix.scenarios.measure import latency_summary
 from infermatrix.runner.session import RunSession
@@ -61,11 +62,10 @@ def test_accuracy(accuracy_case, run_session, baseline_accuracy, benchmark):
     prepared = engine.prepare(run_session.inputs(case))
     benchmark.group = f"accuracy-{case.model}"
     benchmark.pedantic(engine.run, args=(prepared,), rounds=50, warmup_rounds=5, iterations=1)
-    info = {"model": case.model, "engine": case.engine, "precision": case.precision, "device": case.device,
-            "batch_size": case.batch_size, "scenario": "Accuracy", **result, "baseline_accuracy": base,
-            "accuracy_ratio": result["accuracy"] / base}
+    info = {**result, "baseline_accuracy": base, "accuracy_ratio": result["accuracy"] / base}
     if not benchmark.disabled:
         info.update(latency_summary(list(benchmark.stats.stats.data), case.batch_size))
-    benchmark.extra_info.update(info)
+    benchmark.extra_info.update(AccuracyRecord.of(run_session.resolved(case), run_session.reference(case),
+                                                  **info).to_extra_info())
     assert result["accuracy"] >= MIN_RATIO * base, (
         f"{case.id}: accuracy {result['accuracy']:.4f} < {MIN_RATIO:.0%} of eager fp32's {base:.4f}")

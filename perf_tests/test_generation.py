@@ -8,7 +8,11 @@ timed runs use are compiled outside the timed region.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+
+from infermatrix.core.records import GenerationRecord
 
 from infermatrix.scenarios.generation import compare_generations, generate, generation_figures
 from infermatrix.models.registry import get_model
@@ -45,8 +49,8 @@ def test_generation(generation_case, prompt_length, new_tokens, generation_optio
                        rounds=generation_options.rounds, iterations=1, warmup_rounds=0)
     figures = generation_figures(runs)
     benchmark.group = f"generation-{case.model}-prompt{prompt_length}-new{new_tokens}"
-    benchmark.extra_info.update({
-        "model": case.model, "engine": case.engine, "precision": case.precision, "device": case.device,
-        "scenario": "generation", "prompt_length": prompt_length, **figures,
-        "equivalence": report.as_dict(), **engine.details()})
+    at = replace(run_session.resolved(case), batch_size=figures.pop("batch_size"))
+    figures["new_tokens"] = new_tokens
+    benchmark.extra_info.update(GenerationRecord.of(at, run_session.reference(at), prompt_length=prompt_length, **figures,
+                                                    equivalence=report.as_dict(), **engine.details()).to_extra_info())
     assert figures["decode_tokens_per_s"] > 0 and len(runs) == generation_options.rounds

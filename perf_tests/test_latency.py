@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from infermatrix.core.records import LatencyRecord
 from infermatrix.scenarios.gpu_timing import CudaCase
 from infermatrix.scenarios.measure import NOTES_KEY, latency_summary
 from infermatrix.scenarios.memory import engine_memory
@@ -63,10 +64,8 @@ def test_latency(case, run_session, matrix_options, benchmark):
     assert len(samples) == rounds, f"expected {rounds} samples, pytest-benchmark kept {len(samples)}"
     summary = latency_summary(samples, case.batch_size)
     flops = run_session.flops(case)
-    info = {
-        "model": case.model, "engine": case.engine, "precision": case.precision,
-        "int8_scheme": run_session.scheme(case), "batch_size": case.batch_size, "device": case.device, **summary,
-        "rounds": rounds, "warmup_rounds": warmup,
+    figures = {
+        **summary, "rounds": rounds, "warmup_rounds": warmup,
         "artifact_bytes": loaded.entry.artifact_bytes, "build_seconds": loaded.entry.build_seconds,
         "built_this_run": loaded.entry.built,
         "equivalence": report.status, "equivalence_row": report.row,
@@ -77,16 +76,15 @@ def test_latency(case, run_session, matrix_options, benchmark):
         "flops": flops, "gflops_per_s": (flops / summary["mean_s"] / 1e9) if flops else None,
     }
     if gpu is not None:  # after the rounds: the "after" snapshot, GPU compute time, the energy window
-        info.update(gpu.finish(samples, summary[NOTES_KEY], case.batch_size))
-    info.update(engine.details())
-    info["engine_settings"] = engine.settings()  # typed settings (provider options, TF32 ...), also in the cache key
-    info["input_shapes"] = run_session.input_shapes(case)  # {name: [dims]}: a seq-128 and a seq-64 run differ here
-    if engine.notice_text():  # e.g. a deprecated API the engine measures: the summary says it once
-        info["engine_notice"] = engine.notice_text()
-    if run_session.model_note(case):  # e.g. "embeddings: mean-pooled over the attention mask"
-        info["model_note"] = run_session.model_note(case)
+        figures.update(gpu.finish(samples, summary[NOTES_KEY], case.batch_size))
+    figures.update(engine.details())
+    figures["engine_settings"] = engine.settings()  # typed settings (provider options, TF32 ...), also in the cache key
+    figures["input_shapes"] = run_session.input_shapes(case)  # {name: [dims]}: a seq-128 and a seq-64 run differ here
+    figures["engine_notice"] = engine.notice_text()  # e.g. a deprecated API the engine measures: said once in the summary
+    figures["model_note"] = run_session.model_note(case)  # e.g. "embeddings: mean-pooled over the attention mask"
     # this engine's own memory, from a fresh subprocess (the test process holds every engine):
     # load_rss_bytes, run_peak_rss_bytes, gpu_peak_bytes; outside the timed region
-    info.update(engine_memory(case, loaded.entry.path, run_session.threads, cache_root=run_session.cache.root,
-                              tf32=run_session.tf32, enabled=matrix_options.engine_memory))
-    benchmark.extra_info.update(info)
+    figures.update(engine_memory(case, loaded.entry.path, run_session.threads, cache_root=run_session.cache.root,
+                                 tf32=run_session.tf32, enabled=matrix_options.engine_memory))
+    record = LatencyRecord.of(run_session.resolved(case), run_session.reference(case), **figures)
+    benchmark.extra_info.update(record.to_extra_info())

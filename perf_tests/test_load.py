@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from infermatrix.core.records import ConcurrencyRecord, LoadRecord
 from infermatrix.scenarios import concurrency
 from infermatrix.runner.load_target import LoadTarget, direct_latency
 from infermatrix.scenarios.loadgen import run_scenario
@@ -36,10 +37,17 @@ def log_dir(request, loadgen_run_dir):
     return loadgen_run_dir / request.node.name.replace("/", "_")
 
 
-def record(benchmark, case: Case, scenario: str, figures: dict) -> None:
+def record(benchmark, run_session, case: Case, scenario: str, figures: dict) -> None:
+    """The scenario's record (core/records.py): LoadGen's scenarios as ``load`` records with
+    ``loadgen_scenario``, the sweep as a ``concurrency`` record."""
     benchmark.group = f"load-{case.model}-{scenario}"
-    benchmark.extra_info.update({"model": case.model, "engine": case.engine, "precision": case.precision,
-                                 "int8_scheme": case.scheme, "device": case.device, "scenario": scenario, **figures})
+    figures = {k: v for k, v in figures.items() if k not in ("scenario", "batch_size")}
+    at = replace(run_session.resolved(case), batch_size=figures.pop("served_batch_size", case.batch_size))
+    if scenario == "Concurrency":
+        rec = ConcurrencyRecord.of(at, run_session.reference(at), **figures)
+    else:
+        rec = LoadRecord.of(at, run_session.reference(at), loadgen_scenario=scenario, **figures)
+    benchmark.extra_info.update(rec.to_extra_info())
     failures = figures.get("failures") or []
     assert not failures, f"{case.id} {scenario}: the engine failed under load: {failures} (partial figures recorded)"
 
@@ -56,7 +64,7 @@ def _loadgen_case(scenario, batch, target, load_options, log_dir, benchmark, loa
     expected = direct_latency(engine, prepared[0][0])
     res = once(benchmark, lambda: run_scenario(scenario, engine.run, prepared, settings, log_dir / scenario,
                                                expected, batch=batch))
-    figures = {**res.figures(), "batch_size": batch, "direct_latency_s": expected}
+    figures = {**res.figures(), "served_batch_size": batch, "direct_latency_s": expected}
     one_in_flight = scenario in ("SingleStream", "MultiStream")  # a query's latency is one call's
     if one_in_flight and figures["p50_s"] and figures["p50_s"] > INTERFERENCE * expected:
         # measured here: tiny models on 2 cores with PyTorch's default OpenMP team (spin-waiting
@@ -66,7 +74,7 @@ def _loadgen_case(scenario, batch, target, load_options, log_dir, benchmark, loa
             f"LoadGen's p50 {figures['p50_s'] * 1e3:.3f} ms is {figures['p50_s'] / expected:.1f}x the "
             f"{expected * 1e3:.3f} ms of a direct call: the engine's threads compete with LoadGen's for the "
             "cores (try --threads N-1, or OMP_WAIT_POLICY=PASSIVE in the environment)")
-    record(benchmark, load_case, scenario, figures)
+    record(benchmark, target.session, load_case, scenario, figures)
     assert figures["query_count"], f"LoadGen completed no query; see {log_dir / scenario}"
     return figures
 
@@ -132,14 +140,14 @@ def test_server(load_case, target, load_options, run_session, log_dir, benchmark
                             latency, target_qps=qps, latency_bound_s=bound)
     # start at half of what one worker serves back to back; the search doubles or bisects from there
     search = once(benchmark, lambda: server_search(trial, 0.5 / latency, load_options.search_steps))
-    record(benchmark, load_case, "Server", {
+    record(benchmark, run_session, load_case, "Server", {
         "latency_bound_s": bound, "max_valid_qps": search.max_valid_qps, "trials": search.trials,
         "search_note": search.note, "failures": [f for t in search.trials for f in t["failures"]]})
     assert search.trials and all(t["verdict"] in ("VALID", "INVALID") for t in search.trials), search.trials
     assert (search.max_valid_qps is not None) or search.note, "a search without an answer must say why"
 
 
-def test_concurrency_sweep(load_case, target, load_options, benchmark):
+def test_concurrency_sweep(load_case, target, load_options, run_session, benchmark):
     levels = load_options.concurrency
     engine = target.engine(1)
     prepared = target.prepared(engine, 1, max(levels), 1)   # one prepared input per concurrent caller, made now
@@ -147,6 +155,6 @@ def test_concurrency_sweep(load_case, target, load_options, benchmark):
     rows = once(benchmark, lambda: concurrency.concurrency_sweep(callers, levels, load_options.window_s,
                                                           load_options.max_windows))
     unstable = [r["concurrency"] for r in rows if not r["stable"]]
-    record(benchmark, load_case, "Concurrency", {"levels": rows, "unstable_levels": unstable,
+    record(benchmark, run_session, load_case, "Concurrency", {"levels": rows, "unstable_levels": unstable,
                                                   "failures": [f for r in rows for f in r["failures"]]})
     assert [r["concurrency"] for r in rows] == list(levels)

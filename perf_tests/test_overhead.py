@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from infermatrix.core.records import OverheadRecord
+
 from infermatrix.scenarios.measure import latency_summary
 
 ROUNDS, WARMUP, INTERLEAVED_PAIRS = 200, 20, 200
@@ -44,8 +46,7 @@ def test_overhead(overhead_case, mode, run_session, benchmark):
     benchmark.pedantic(bare if mode == "bare" else harness, rounds=ROUNDS, warmup_rounds=WARMUP, iterations=1)
     if benchmark.disabled:
         return
-    info = {"model": case.model, "engine": case.engine, "mode": mode,
-            **latency_summary(list(benchmark.stats.stats.data), case.batch_size)}
+    info = {"mode": mode, **latency_summary(list(benchmark.stats.stats.data), case.batch_size)}
     if mode == "harness":
         info["overhead_pct_interleaved"] = interleaved_overhead(bare, harness, INTERLEAVED_PAIRS)
-    benchmark.extra_info.update(info)
+    benchmark.extra_info.update(OverheadRecord.of(case, **info).to_extra_info())

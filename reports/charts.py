@@ -114,11 +114,12 @@ def speedup_heatmap(latest: pd.DataFrame, out: Path) -> Path:
     for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
         if np.isfinite(v):
             ax.text(j, i, f"{v:.2f}×", ha="center", va="center", fontsize=8)
-        elif (grid.index[i], grid.columns[j]) in measured:  # measured, but its run has no eager fp32
+        elif (grid.index[i], grid.columns[j]) in measured:  # measured, but its run has no reference case
             ax.text(j, i, "n/a", ha="center", va="center", fontsize=7, color="gray")
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right")
     ax.set_yticks(range(grid.shape[0]), grid.index)
-    ax.set_title("speedup vs torch eager fp32 of the same run (p50, smallest batch; green = faster)")
+    ax.set_title("speedup vs each model's reference (eager fp32; ONNX Runtime fp32 for an ONNX file) of the same run "
+                 "(p50, smallest batch; green = faster)")
     fig.colorbar(im, ax=ax, label="log2 speedup")
     fig.tight_layout()
     return _save(fig, out, "speedup_heatmap.png")
@@ -148,12 +149,12 @@ def cpu_vs_gpu(latest: pd.DataFrame, out: Path) -> Path | None:
 def load_curves(frame: pd.DataFrame, out: Path) -> Path | None:
     """Server: p99 and achieved QPS against offered QPS; sweep: percentiles and throughput
     against concurrency (latest run of each load case)."""
-    load = frame[frame["scenario"].isin(["Server", "Concurrency"])]
+    load = frame[(frame["loadgen_scenario"] == "Server") | (frame["kind"] == "concurrency")]
     if load.empty:
         return None
     latest = load.groupby("case").tail(1)
     fig, (ax_srv, ax_cc) = plt.subplots(1, 2, figsize=(13, 4.5))
-    for _, row in latest[latest["scenario"] == "Server"].iterrows():
+    for _, row in latest[latest["loadgen_scenario"] == "Server"].iterrows():
         info = row["extra"]
         # LoadGen trials say target_qps and verdict; runs saved before LoadGen say offered_qps and met
         trials = sorted(info["trials"], key=lambda t: t.get("target_qps", t.get("offered_qps")))
@@ -172,7 +173,7 @@ def load_curves(frame: pd.DataFrame, out: Path) -> Path | None:
     ax_srv.set_title("Server scenario (MLPerf LoadGen): p99 against load")
     ax_srv.legend(fontsize=7)
     ax_srv.grid(alpha=0.3)
-    for _, row in latest[latest["scenario"] == "Concurrency"].iterrows():
+    for _, row in latest[latest["kind"] == "concurrency"].iterrows():
         info = row["extra"]
         levels = info["levels"]
         label = f"{info['model']} {info['engine']} {info['precision']}"
@@ -190,11 +191,13 @@ def load_curves(frame: pd.DataFrame, out: Path) -> Path | None:
 
 def accuracy_charts(frame: pd.DataFrame, out: Path) -> list[Path]:
     """Confusion matrix per model variant (eager fp32) and accuracy against latency."""
-    acc = frame[frame["scenario"] == "Accuracy"].groupby("case").tail(1)
+    acc = frame[frame["kind"] == "accuracy"].groupby("case").tail(1)
     if acc.empty:
         return []
     infos = list(acc["extra"])
-    baselines = [i for i in infos if i["engine"] == "torch" and i["precision"] == "fp32"] or infos[:1]
+    # each model's own reference, as its records name it
+    baselines = [i for i in infos if (i["engine"], i["precision"]) == (i.get("baseline_engine"), i.get("baseline_precision"))] \
+        or infos[:1]
     fig, axes = plt.subplots(1, len(baselines), figsize=(4.6 * len(baselines), 4.2), squeeze=False)
     for ax, info in zip(axes.flat, baselines):
         cm = np.asarray(info["confusion"])

@@ -10,11 +10,11 @@ from typing import Any
 import pandas as pd
 
 from infermatrix.core.hardware import hardware_id
+from infermatrix.core.schema import Record, SchemaError, read_record
 
-CASE_FIELDS = ("model", "engine", "precision", "batch_size", "device")
+#: the case columns of a frame (core/schema.py's case key; the scheme rides in the precision label)
+CASE_COLUMNS = ("model", "engine", "precision", "batch_size", "device")
 MEMORY_FIELDS = ("load_rss_bytes", "run_peak_rss_bytes", "gpu_peak_bytes")
-#: what every speedup divides by (as the runs name it; reports/ reads JSON and imports no engine)
-BASELINE = {"engine": "torch", "precision": "fp32"}
 
 
 def number(x) -> float | None:
@@ -57,28 +57,28 @@ def run_files(paths: list[str | Path]) -> list[Path]:
 def load_run(path: Path) -> Run:
     try:
         data = json.loads(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}): not a saved run") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON (truncated or malformed?): {exc}") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise InputError(f"{path}: not a pytest-benchmark run (no 'benchmarks' list)")
+    if not isinstance(data.get("machine_info", {}), dict):
+        raise InputError(f"{path}: machine_info is a {type(data['machine_info']).__name__}; expected an object")
     return Run(path, str(data.get("datetime", "")), hardware_id(data.get("machine_info") or {}), data)
 
 
-def is_latency(bench: dict[str, Any]) -> bool:
-    """A matrix latency benchmark (test_latency) carrying every case field."""
-    info = bench.get("extra_info") or {}
-    return str(bench.get("name", "")).startswith("test_latency[") and all(k in info for k in CASE_FIELDS)
-
-
-def case_id(bench: dict[str, Any]) -> str:
-    """``resnet50-onnxruntime-int8-bs8-cpu`` for latency benchmarks, else the test's fullname."""
-    info = bench.get("extra_info") or {}
-    if is_latency(bench):
-        scheme = f"-{info['int8_scheme']}" if info.get("int8_scheme") and info["precision"] == "int8" else ""
-        return "{model}-{engine}-{precision}{scheme}-bs{batch_size}-{device}".format(**info, scheme=scheme)
-    return str(bench.get("fullname") or bench.get("name"))
+def read(path: Path, bench: Any) -> Record:
+    """One benchmark's typed record (core/schema.py), or InputError naming the file and the field."""
+    if not isinstance(bench, dict):
+        raise InputError(f"{path}: a benchmark is a {type(bench).__name__}, not an object")
+    name = str(bench.get("name") or bench.get("fullname") or "?")
+    try:
+        return read_record(bench.get("extra_info") or {}, name)
+    except (SchemaError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: benchmark {name!r}: {exc}") from None
 
 
 def load_frame(paths: list[str | Path]) -> pd.DataFrame:
@@ -87,24 +87,28 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
     for path in run_files(paths):
         run = load_run(path)
         for bench in run.data["benchmarks"]:
-            stats, info = bench.get("stats") or {}, bench.get("extra_info") or {}
-            if "median" not in stats:
-                raise InputError(f"{path}: benchmark {bench.get('name')!r} has no stats.median")
-            scheme = info.get("int8_scheme")
+            record = read(path, bench)
+            info, stats = record.to_extra_info(), bench.get("stats") or {}
+            if not isinstance(stats, dict) or number(stats.get("median")) is None:
+                raise InputError(f"{path}: benchmark {bench.get('name')!r}: stats.median is "
+                                 f"{stats.get('median') if isinstance(stats, dict) else stats!r}; expected a number")
+            case, ref = record.case, record.reference
             rows.append({
                 "run": path.name, "path": str(path), "datetime": run.datetime, "machine": run.machine,
-                "case": case_id(bench), "name": bench.get("name"), "group": bench.get("group"),
-                "is_latency": is_latency(bench),
-                **{k: info.get(k) for k in CASE_FIELDS},
+                "case": record.label(), "name": bench.get("name"), "group": bench.get("group"),
+                "kind": record.kind, "is_latency": record.kind == "latency",
+                "loadgen_scenario": info.get("loadgen_scenario"),
+                "model": case.model, "engine": case.engine, "batch_size": case.batch_size, "device": case.device,
                 # int8 cases carry their scheme in the label (int8-dynamic, int8-static_per_channel):
                 # schemes are distinct cases, side by side in every chart and table
-                "precision": f"{info['precision']}-{scheme}" if scheme and info.get("precision") == "int8"
-                else info.get("precision"),
-                "int8_scheme": scheme,
-                "median_s": stats["median"], "mean_s": stats.get("mean"), "rounds": stats.get("rounds"),
+                "precision": case.precision_label, "int8_scheme": case.scheme,
+                # the reference the run wrote (eager fp32, or ONNX Runtime fp32 for an onnx: file)
+                "baseline_engine": ref.engine if ref else None, "baseline_precision": ref.precision if ref else None,
+                "baseline_device": ref.device if ref else None,
+                "median_s": number(stats["median"]), "mean_s": number(stats.get("mean")), "rounds": stats.get("rounds"),
                 # the median is p50; a p90/p99 the run did not record stays missing (a run
                 # records null below 100 samples): the max of 40 rounds is no p99
-                "p50_s": stats["median"] if info.get("p50_s") is None else info["p50_s"],
+                "p50_s": number(stats["median"]) if info.get("p50_s") is None else number(info["p50_s"]),
                 "p90_s": info.get("p90_s"), "p99_s": info.get("p99_s"),
                 "notes": info.get("percentile_notes") or {},
                 "throughput": info.get("throughput_items_per_s"),
@@ -112,7 +116,7 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
                 # before it existed or with --no-engine-memory
                 **{k: info.get(k) for k in MEMORY_FIELDS},
                 "artifact_bytes": info.get("artifact_bytes"), "equivalence": info.get("equivalence"),
-                "samples": stats.get("data"), "scenario": info.get("scenario"), "extra": info,
+                "samples": stats.get("data"), "scenario": record.kind, "extra": info,
             })
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -129,13 +133,15 @@ def latest_per_case(frame: pd.DataFrame) -> pd.DataFrame:
 
 def latest_per_machine(frame: pd.DataFrame) -> pd.DataFrame:
     """For each machine and case the row of the newest run that holds the case, with
-    ``baseline_p50_s``: eager fp32's p50 at the same model, device and batch **from that same
-    run file** (NaN when that run has none: a speedup is never borrowed from another run)."""
+    ``baseline_p50_s``: the p50 of the case's own reference (the engine, precision and device its
+    record names) at the same model and batch **from that same run file** (NaN when that run has
+    none: a speedup is never borrowed from another run)."""
     latest = frame.groupby(["machine", "case"], sort=True).tail(1)
-    base = frame[(frame["engine"] == BASELINE["engine"]) & (frame["precision"] == BASELINE["precision"])]
-    base = base.groupby(["path", "model", "device", "batch_size"])["p50_s"].last()
-    keys = pd.MultiIndex.from_frame(latest[["path", "model", "device", "batch_size"]])
-    return latest.assign(baseline_p50_s=base.reindex(keys).to_numpy(dtype=float)).reset_index(drop=True)
+    key = ["path", "model", "batch_size", "engine", "precision", "device"]
+    base = frame[frame["is_latency"]].groupby(key)["p50_s"].last()
+    wanted = pd.MultiIndex.from_arrays([latest["path"], latest["model"], latest["batch_size"], latest["baseline_engine"],
+                                        latest["baseline_precision"], latest["baseline_device"]])
+    return latest.assign(baseline_p50_s=base.reindex(wanted).to_numpy(dtype=float)).reset_index(drop=True)
 
 
 def runs_by_machine(frame: pd.DataFrame) -> dict[str, list[str]]:

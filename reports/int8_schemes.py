@@ -40,7 +40,7 @@ def scheme_section(latest: pd.DataFrame, checks: pd.DataFrame) -> list[str]:
         return []
     lines = ["## int8 schemes", "",
              "Each scheme's agreement with the reference (every check of the newest run per machine, failed "
-             "ones included: they are not timed) and, where it passed, its p50 and speedup over eager fp32 "
+             "ones included: they are not timed) and, where it passed, its p50 and speedup over its reference "
              "from the same run file.", ""]
     timed = latest[latest["precision"].astype(str).str.startswith("int8")]
     for (machine, model), group in int8.groupby(["machine", "model"], sort=True):
@@ -66,7 +66,7 @@ def scheme_section(latest: pd.DataFrame, checks: pd.DataFrame) -> list[str]:
         lines.append("")
         for batch, (p50, c, speedup) in sorted(best.items()):
             lines.append(f"Fastest passing int8 scheme for **{model}** at batch {batch}: {c['engine']} "
-                         f"`{c['int8_scheme']}` (p50 {p50 * 1e3:.3f} ms, {_fmt(speedup, '.2f', '×')} over eager fp32).")
+                         f"`{c['int8_scheme']}` (p50 {p50 * 1e3:.3f} ms, {_fmt(speedup, '.2f', '×')} over its reference).")
         if not best:
             worst = newest.loc[newest["cosine_min"].astype(float).idxmax()] if newest["cosine_min"].notna().any() else None
             closest = (f" (closest: {worst['engine']} `{worst['int8_scheme']}`, cosine {_fmt(worst['cosine_min'], '.5f')}, "

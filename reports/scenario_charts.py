@@ -13,7 +13,7 @@ STAGES = ("preprocess", "vision", "prefill", "decode")
 
 def generation_chart(frame: pd.DataFrame, out: Path) -> Path | None:
     """Decode tokens/s and time to first token per engine, one group per model and prompt length."""
-    gen = frame[frame["scenario"] == "generation"].groupby("case").tail(1)
+    gen = frame[frame["kind"] == "generation"].groupby("case").tail(1)
     if gen.empty:
         return None
     rows = sorted((r["extra"] for _, r in gen.iterrows()),
@@ -43,7 +43,7 @@ def generation_chart(frame: pd.DataFrame, out: Path) -> Path | None:
 
 def pipeline_chart(frame: pd.DataFrame, out: Path) -> Path | None:
     """Stacked stage breakdown (p50 of each stage) per run mode, end-to-end p99 marked."""
-    pipe = frame[frame["scenario"] == "pipeline"].groupby("case").tail(1)
+    pipe = frame[frame["kind"] == "pipeline"].groupby("case").tail(1)
     if pipe.empty:
         return None
     rows = [r["extra"] for _, r in pipe.iterrows()]  # run order: the modes as the test lists them

@@ -1,7 +1,8 @@
 """The markdown summary: speedups, equivalence status and the best engine per model.
 
 Every row says which run file it comes from; every speedup divides two cases of that one run
-(eager fp32 at the same model, device and batch), and a run without that baseline shows n/a.
+(the reference its records name: eager fp32, or ONNX Runtime fp32 for an ONNX file, at the same
+model and batch), and a run without that reference shows n/a.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def _machine_section(table: pd.DataFrame) -> list[str]:
     for (run, when), sub in table.groupby(["run", "datetime"], sort=False):
         lines.append(f"| `{run}` | {when} | {len(sub)} |")
     lines += ["", "### Best engine per model", "",
-              "| model | device | batch | best (passing equivalence) | p50 | speedup vs eager fp32 | run |",
+              "| model | device | batch | best (passing equivalence) | p50 | speedup vs reference | run |",
               "|---|---|---:|---|---:|---:|---|"]
     for best in best_engines(table):
         lines.append(f"| {best['model']} | {best['device']} | {best['batch_size']} | {best['engine']} "
@@ -69,8 +70,9 @@ def summary_markdown(latest: pd.DataFrame, runs_read: int, charts: list[str],
     table = speedup_table(latest).sort_values("run_seq", kind="stable")
     lines = ["# infermatrix summary", "",
              f"Runs read: {runs_read}. Per machine, each case comes from the newest run that holds it; "
-             "its speedup divides eager fp32's p50 **from that same run** by its own (n/a when that run "
-             "has no eager fp32 at the same model, device and batch). A p99 needs at least 100 samples.", ""]
+             "its speedup divides its reference's p50 (eager fp32; ONNX Runtime fp32 for an ONNX file) "
+             "**from that same run** by its own (n/a when that run "
+             "has no reference case at the same model and batch). A p99 needs at least 100 samples.", ""]
     for machine, sub in table.groupby("machine", sort=True):
         lines += [f"## Machine: {machine}", ""] + _machine_section(sub) + [""]
     lines += scheme_section(table, checks if checks is not None else pd.DataFrame())

@@ -28,13 +28,14 @@ from pathlib import Path
 from infermatrix.core.folders import new_out_dir
 from infermatrix.reports.history import InputError
 from infermatrix.core.percentiles import latency_summary
+from infermatrix.core.records import LatencyRecord
+from infermatrix.core.schema import Record, SchemaError, read_record
 from infermatrix.core.source_shim import pythonpath, write_shim
 
 WORKER_PLUGIN = "infermatrix_ab_worker"   # reports/ab_worker.py, copied beside each side
 WORKER_SOURCE = Path(__file__).with_name("ab_worker.py")
 #: pytest options that would break the one-block-at-a-time protocol
 REFUSED_ARGS = ("-n", "--numprocesses", "--dist", "--benchmark-disable", "--benchmark-json")
-CASE_FIELDS = ("model", "engine", "precision", "batch_size", "device")
 
 
 @dataclass(frozen=True)
@@ -180,20 +181,27 @@ def merge_blocks(worker_json: Path, label: str) -> dict:
         data = json.loads(worker_json.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{label} worker wrote no readable run at {worker_json}: {exc}") from None
-    by_case: dict[tuple, list[dict]] = {}
+    # grouped by the schema's full key (int8 scheme included: two schemes are two cases), read
+    # through core/schema.py so a BASE ref saved before the schema is upgraded, not misread
+    by_case: dict[tuple, list[tuple[Record, dict]]] = {}
     for bench in data.get("benchmarks", []):
-        info = bench.get("extra_info") or {}
-        if "ab_block" not in info or not all(k in info for k in CASE_FIELDS):
+        if "ab_block" not in (bench.get("extra_info") or {}):
             continue
-        by_case.setdefault(tuple(info[k] for k in CASE_FIELDS), []).append(bench)
+        try:
+            rec = read_record(bench["extra_info"], str(bench.get("name", "")))
+        except SchemaError as exc:
+            raise InputError(f"{label} worker's run {worker_json}: benchmark {bench.get('name')!r}: {exc}") from None
+        by_case.setdefault(rec.key(), []).append((rec, bench))
     merged = []
-    for key, blocks in by_case.items():
-        blocks.sort(key=lambda b: b["extra_info"]["ab_block"])
+    for pairs in by_case.values():
+        pairs.sort(key=lambda p: p[1]["extra_info"]["ab_block"])
+        blocks = [b for _, b in pairs]
+        rec = pairs[0][0]
         samples = [x for b in blocks for x in (b["stats"].get("data") or [])]
         if not samples:
-            raise InputError(f"{label} worker saved no raw samples for {key}")
-        info = {k: v for k, v in blocks[0]["extra_info"].items() if k in CASE_FIELDS}
-        info.update(latency_summary(samples, int(info["batch_size"])), blocks=len(blocks), ab_side=label)
+            raise InputError(f"{label} worker saved no raw samples for {rec.label()}")
+        info = LatencyRecord.of(rec.case, rec.reference, **latency_summary(samples, rec.case.batch_size),
+                                blocks=len(blocks), ab_side=label).to_extra_info()
         name = blocks[0]["name"].rsplit("-ab", 1)[0] + "]"
         stats = {"min": min(samples), "max": max(samples), "mean": statistics.fmean(samples),
                  "median": statistics.median(samples), "rounds": len(samples), "data": samples,

@@ -223,7 +223,7 @@ def test_gpu_check_without_an_eager_baseline_or_gpu_fields_says_n_a(tmp_path):
     b["extra_info"]["gpu_peak_bytes"] = None
     report = gpu_check.render_report([{"benchmarks": [b], "machine_info": {}}])
     row = next(line for line in report.splitlines() if line.startswith("| distilbert"))
-    assert "n/a (no eager fp32)" in row and row.count("n/a") == 4
+    assert "n/a (no reference case)" in row and row.count("n/a") == 4
     assert report.splitlines()[0] == "GPU: none recorded in machine_info"
 
 

@@ -1,0 +1,178 @@
+"""The record type of each scenario (core/schema.py defines what they share and how they are read).
+
+A field is typed and carries its unit in its name; None means "not measured here", with the reason
+beside it (``percentile_notes``, ``*_reason``). Adding a scenario adds its record here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .schema import ChartSpec, Record, record_type
+
+F = float | None   # a figure that may be missing
+N = int | None     # a count that may be missing
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timed(Record):
+    """Percentiles and throughput of timed rounds (core/percentiles.py ``latency_summary``)."""
+
+    p50_s: F = None
+    p90_s: F = None
+    p99_s: F = None
+    mean_s: F = None
+    min_s: F = None
+    sample_count: N = None
+    throughput_items_per_s: F = None
+
+
+@record_type
+@dataclass(frozen=True, kw_only=True)
+class LatencyRecord(Timed):
+    """One matrix case timed after its equivalence check (perf_tests/test_latency.py)."""
+
+    kind = "latency"
+
+    rounds: N = None
+    warmup_rounds: N = None
+    artifact_bytes: N = None
+    build_seconds: F = None
+    built_this_run: bool | None = None
+    equivalence: str | None = None
+    equivalence_row: str | None = None
+    cosine_min: F = None
+    sqnr_db_min: F = None
+    flops: N = None
+    gflops_per_s: F = None
+    # this engine's own memory, measured alone in a subprocess (scenarios/memory.py)
+    load_rss_bytes: N = None
+    run_peak_rss_bytes: N = None
+    gpu_peak_bytes: N = None
+    memory_method: str | None = None
+    # CUDA: GPU compute time apart from host latency, NVML energy (scenarios/gpu_timing.py)
+    gpu_compute_p50_s: F = None
+    gpu_compute_p90_s: F = None
+    gpu_compute_p99_s: F = None
+    gpu_compute_sample_count: N = None
+    host_overhead_ratio: F = None
+    energy_j_per_inference: F = None
+    avg_power_w: F = None
+    throttled: bool | None = None
+    engine_settings: dict = field(default_factory=dict)
+    input_shapes: dict = field(default_factory=dict)
+    engine_notice: str | None = None
+    model_note: str | None = None
+
+
+@record_type
+@dataclass(frozen=True, kw_only=True)
+class LoadRecord(Record):
+    """One MLPerf LoadGen scenario run (perf_tests/test_load.py); the figures are LoadGen's."""
+
+    kind = "load"
+    axes = ("loadgen_scenario",)
+
+    loadgen_scenario: str
+    valid: bool | None = None
+    loadgen_result: str | None = None
+    p50_s: F = None
+    p90_s: F = None
+    p99_s: F = None
+    mean_s: F = None
+    samples_per_s: F = None
+    query_count: N = None
+    latency_bound_s: F = None
+    max_valid_qps: F = None
+    failures: list = field(default_factory=list)
+
+
+@record_type
+@dataclass(frozen=True, kw_only=True)
+class ConcurrencyRecord(Record):
+    """Closed-loop throughput at fixed concurrency levels (scenarios/concurrency.py)."""
+
+    kind = "concurrency"
+
+    levels: list = field(default_factory=list)
+    unstable_levels: list = field(default_factory=list)
+    failures: list = field(default_factory=list)
+
+
+@record_type
+@dataclass(frozen=True, kw_only=True)
+class GenerationRecord(Record):
+    """Greedy token generation with a KV cache (perf_tests/test_generation.py)."""
+
+    kind = "generation"
+    axes = ("prompt_length", "new_tokens")
+
+    prompt_length: int
+    new_tokens: int
+    ttft_p50_s: F = None
+    ttft_p99_s: F = None
+    tpot_p50_s: F = None
+    tpot_p90_s: F = None
+    tpot_p99_s: F = None
+    decode_tokens_per_s: F = None
+    e2e_tokens_per_s: F = None
+    timed_runs: N = None
+    equivalence: dict | None = None
+
+
+@record_type
+@dataclass(frozen=True, kw_only=True)
+class PipelineRecord(Record):
+    """The image -> caption pipeline in one run mode (perf_tests/test_pipeline.py)."""
+
+    kind = "pipeline"
+    axes = ("mode",)
+
+    mode: str
+    e2e_p50_s: F = None
+    e2e_p99_s: F = None
+    peak_rss_bytes: N = None
+    artifact_total_bytes: N = None
+    equivalence: dict | None = None
+
+
+@record_type
+@dataclass(frozen=True, kw_only=True)
+class AccuracyRecord(Timed):
+    """A trained model's accuracy on held-out data beside eager fp32's (perf_tests/test_accuracy.py)."""
+
+    kind = "accuracy"
+
+    accuracy: float
+    baseline_accuracy: F = None
+    accuracy_ratio: F = None
+
+
+@record_type
+@dataclass(frozen=True, kw_only=True)
+class OverheadRecord(Timed):
+    """The bare runtime call against the harness's ``run`` (perf_tests/test_overhead.py)."""
+
+    kind = "overhead"
+    axes = ("mode",)
+
+    mode: str
+    overhead_pct_interleaved: F = None
+
+
+@record_type
+@dataclass(frozen=True, kw_only=True)
+class ColdStartRecord(Record):
+    """Time from a fresh process to its first inference (scenarios/cold_start.py)."""
+
+    kind = "cold_start"
+    chart = ChartSpec("Cold start: a fresh process to its first answer (median of the starts; lower is better)",
+                      "cold_start_p50_s")
+
+    cold_start_p50_s: F = None
+    cold_start_max_s: F = None
+    import_s: F = None
+    load_s: F = None
+    first_inference_s: F = None
+    second_inference_s: F = None
+    starts: N = None
+    cache: str | None = None

@@ -1,0 +1,40 @@
+"""The process policy every measuring process applies the same way: the pytest run, the per-engine
+memory child, ``infermatrix ab``'s workers (through the plugin) and bench/gpu_check.py's runs.
+
+- threads: PyTorch's intra-op pool is process-wide (ONNX Runtime and OpenVINO take theirs per
+  session from the engine), so it is set once here;
+- torch.compile's compiled code lives in inductor's cache, kept inside the engine cache so a warm
+  run does not recompile and ``--engine-cache-clear`` clears everything (torch reads this setting
+  from the environment only, so the environment is where it is set);
+- TF32 stated to PyTorch explicitly: its own defaults differ by library (cuDNN convolutions allow
+  TF32 unless told not to, cuBLAS matmuls do not);
+- nothing downloads: ``HF_HUB_OFFLINE=1`` unless the user set it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+INDUCTOR_DIR = "_inductor"  # inside the engine cache root
+
+
+@dataclass(frozen=True)
+class ProcessPolicy:
+    cache_root: Path
+    threads: int | None = None
+    tf32: bool = False
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise ValueError(f"ProcessPolicy.threads={self.threads!r}; expected a positive count or None")
+
+    def apply(self) -> None:
+        import torch
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(self.cache_root) / INDUCTOR_DIR)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32
+            torch.backends.cudnn.allow_tf32 = self.tf32
