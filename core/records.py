@@ -44,7 +44,7 @@ class LatencyRecord(Timed):
     sqnr_db_min: F = None
     flops: N = None
     gflops_per_s: F = None
-    # this engine's own memory, measured alone in a subprocess (scenarios/memory.py)
+    # this engine's own memory, measured alone in a subprocess (runner/memory.py)
     load_rss_bytes: N = None
     run_peak_rss_bytes: N = None
     gpu_peak_bytes: N = None
@@ -170,9 +170,13 @@ class ColdStartRecord(Record):
 
     cold_start_p50_s: F = None
     cold_start_max_s: F = None
+    #: medians over the starts: the interpreter's own start-up, then what the child timed itself (the
+    #: runtime's imports; this harness's own, taken out of the figures; load; first and second answer)
+    startup_s: F = None
     import_s: F = None
+    harness_import_s: F = None
     load_s: F = None
     first_inference_s: F = None
     second_inference_s: F = None
     starts: N = None
-    cache: str | None = None
+    cold_start_walls_s: list = field(default_factory=list)

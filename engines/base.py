@@ -46,6 +46,8 @@ class Engine(EngineCapabilities, ABC):
     slow: ClassVar[frozenset[tuple[str, str]]] = frozenset()
     #: importable modules this engine needs, checked lazily
     requires: ClassVar[tuple[str, ...]] = ("torch",)
+    #: what a deployment of the built artifact imports (no build tools): the cold start times these
+    runtime_modules: ClassVar[tuple[str, ...]] = ("torch",)
     #: distributions whose version shapes the artifact (the model code as well as the
     #: runtime); all of them are in the cache key. Covers ``requires``.
     artifact_libraries: ClassVar[tuple[str, ...]] = TORCH_LIBRARIES
@@ -71,7 +73,7 @@ class Engine(EngineCapabilities, ABC):
     #: True when ``load`` runs ``spec.module`` itself (eager, torch.compile): the module's
     #: weights are then this engine's memory; False when the artifact stands alone
     live_module: ClassVar[bool] = False
-    #: how its device memory is measured (scenarios/memory.py): "torch" for engines that allocate
+    #: how its device memory is measured (runner/memory.py): "torch" for engines that allocate
     #: through PyTorch's caching allocator, "process" for runtimes with their own (NVML)
     gpu_memory: ClassVar[str] = "torch"
 

@@ -56,6 +56,7 @@ class OnnxRuntimeEngine(Engine):
         "cuda": frozenset({"fp32", "fp16"}),
     }
     requires: ClassVar[tuple[str, ...]] = ("torch", "onnx", "onnxruntime")
+    runtime_modules: ClassVar[tuple[str, ...]] = ("onnxruntime",)
     install_hint: ClassVar[str | None] = ("pip install 'infermatrix[cpu]'; on a CUDA machine 'infermatrix[gpu]' "
                                           "instead (onnxruntime and onnxruntime-gpu cannot be installed together)")
     # the stage's exporter, graph format and quantizer, and the runtime that optimizes the graph

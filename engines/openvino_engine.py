@@ -46,6 +46,7 @@ class OpenVinoEngine(Engine):
     name: ClassVar[str] = "openvino"
     capabilities: ClassVar[Mapping[str, frozenset[str]]] = {"cpu": frozenset({"fp32", "int8"})}
     requires: ClassVar[tuple[str, ...]] = ("torch", "onnx", "onnxruntime", "openvino")
+    runtime_modules: ClassVar[tuple[str, ...]] = ("openvino",)
     gpu_memory: ClassVar[str] = "process"  # its own device allocator
     artifact_libraries: ClassVar[tuple[str, ...]] = (*onnx_stage.STAGE_LIBRARIES, "openvino")
     consumes: ClassVar[frozenset[str]] = frozenset({"torch", "onnx"})

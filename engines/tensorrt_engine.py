@@ -91,6 +91,7 @@ class TensorRTEngine(Engine):
     # onnxruntime: the stage's fp16 rewrite and int8 quantizer are ONNX Runtime's tools
     # (onnxruntime-gpu provides the same module on a GPU runner)
     requires: ClassVar[tuple[str, ...]] = ("torch", "onnx", "onnxruntime", "tensorrt")
+    runtime_modules: ClassVar[tuple[str, ...]] = ("tensorrt", "torch")  # torch: its I/O tensors and streams
     # pip installs TensorRT as the metapackage or as the CUDA-specific package directly; the
     # runtime's own tensorrt.__version__ is in settings() as well
     artifact_libraries: ClassVar[tuple[str, ...]] = (*onnx_stage.STAGE_LIBRARIES, "tensorrt", "tensorrt-cu12",

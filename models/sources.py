@@ -8,7 +8,7 @@ show. Nothing is downloaded: a path that is missing or incomplete is an error na
 A source is registered once per process, with one setting (an hf: text model's ``seq_len``, an
 onnx: file's symbolic ``dims``): naming it again with another setting is an error naming both.
 ``registered_source`` gives a registered source back as what re-registers it in another process
-(the per-engine memory subprocess, scenarios/memory.py).
+(the per-engine memory subprocess, runner/memory.py).
 """
 from __future__ import annotations
 

@@ -11,37 +11,19 @@ from __future__ import annotations
 
 import gc
 import math
-import statistics
-import time
 
 import pytest
 
 from infermatrix.core.records import LatencyRecord
+from infermatrix.runner.rounds import plan_rounds
 from infermatrix.scenarios.gpu_timing import CudaCase
 from infermatrix.scenarios.measure import NOTES_KEY, latency_summary
-from infermatrix.scenarios.memory import engine_memory
+from infermatrix.runner.memory import engine_memory
 
-MIN_ROUNDS, MAX_ROUNDS = 10, 2000
 
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
-
-
-def plan_rounds(run, prepared, opts) -> tuple[int, int]:
-    """(rounds, warmup_rounds): rounds fill --latency-time; warm-up is ~10 % of that."""
-    for _ in range(2):
-        run(prepared)  # first calls allocate, autotune, fill caches
-    if opts.latency_rounds:
-        return opts.latency_rounds, max(2, opts.latency_rounds // 10)
-    probe = []
-    for _ in range(3):
-        start = time.perf_counter()
-        run(prepared)
-        probe.append(time.perf_counter() - start)
-    rounds = int(opts.latency_time / max(statistics.median(probe), 1e-6))
-    rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, rounds))
-    return rounds, max(3, rounds // 10)
 
 
 def test_latency(case, run_session, matrix_options, benchmark):
@@ -52,7 +34,7 @@ def test_latency(case, run_session, matrix_options, benchmark):
         pytest.fail(f"not timed: outputs differ from the baseline\n{report.render()}", pytrace=False)
     prepared = engine.prepare(run_session.inputs(case))
     benchmark.group = f"{case.model}-bs{case.batch_size}-{case.device}"
-    rounds, warmup = plan_rounds(engine.run, prepared, matrix_options)
+    rounds, warmup = plan_rounds(engine.run, prepared, matrix_options.latency_time, matrix_options.latency_rounds)
     gc.collect()
     # CUDA: NVML clocks before the rounds; GPU compute time and energy in passes after them
     # (scenarios/gpu_timing.py), so the rounds time engine.run alone on every device

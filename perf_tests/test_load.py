@@ -12,19 +12,17 @@ reasons; an engine that raises under load fails the test. Marked ``scenario``.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
 from infermatrix.core.records import ConcurrencyRecord, LoadRecord
 from infermatrix.scenarios import concurrency
-from infermatrix.runner.load_target import LoadTarget, direct_latency
+from infermatrix.runner.load_target import LoadTarget, ServerBounds, direct_latency, interference_note, loadgen_p50
 from infermatrix.scenarios.loadgen import run_scenario
 from infermatrix.core.schema import Case
 from infermatrix.scenarios.server_search import server_search
 
 pytestmark = pytest.mark.scenario
-INTERFERENCE = 1.5   # LoadGen p50 over a direct call's beyond which the run is flagged
 
 
 @pytest.fixture
@@ -65,15 +63,10 @@ def _loadgen_case(scenario, batch, target, load_options, log_dir, benchmark, loa
     res = once(benchmark, lambda: run_scenario(scenario, engine.run, prepared, settings, log_dir / scenario,
                                                expected, batch=batch))
     figures = {**res.figures(), "served_batch_size": batch, "direct_latency_s": expected}
-    one_in_flight = scenario in ("SingleStream", "MultiStream")  # a query's latency is one call's
-    if one_in_flight and figures["p50_s"] and figures["p50_s"] > INTERFERENCE * expected:
-        # measured here: tiny models on 2 cores with PyTorch's default OpenMP team (spin-waiting
-        # at every barrier) ran 250x slower under LoadGen than called directly; LoadGen's own
-        # threads preempt a spinning worker. Recorded, not hidden: the figure is LoadGen's.
-        figures["interference_note"] = (
-            f"LoadGen's p50 {figures['p50_s'] * 1e3:.3f} ms is {figures['p50_s'] / expected:.1f}x the "
-            f"{expected * 1e3:.3f} ms of a direct call: the engine's threads compete with LoadGen's for the "
-            "cores (try --threads N-1, or OMP_WAIT_POLICY=PASSIVE in the environment)")
+    if scenario in ("SingleStream", "MultiStream"):  # a query's latency is one call's
+        note = interference_note(figures["p50_s"], expected)
+        if note:
+            figures["interference_note"] = note
     record(benchmark, target.session, load_case, scenario, figures)
     assert figures["query_count"], f"LoadGen completed no query; see {log_dir / scenario}"
     return figures
@@ -104,33 +97,14 @@ def test_offline(load_case, target, load_options, log_dir, benchmark):
 
 
 @pytest.fixture(scope="session")
-def server_bounds() -> dict:
-    """(model, device) -> the Server latency bound: measured once, then the same for every engine."""
-    return {}
-
-
-def loadgen_p50(engine, prepared: list[Any], settings, log_dir) -> float:
-    """``engine``'s p50 at batch 1 in a short LoadGen SingleStream run (what it does under LoadGen)."""
-    short = replace(settings, min_duration_s=min(settings.min_duration_s, 0.5), min_queries=32)
-    res = run_scenario("SingleStream", engine.run, [prepared], short, log_dir, direct_latency(engine, prepared[0]))
-    p50 = res.figures()["p50_s"]
-    if not p50:
-        pytest.fail(f"{engine.name}: LoadGen SingleStream gave no p50 ({res.invalid_reasons()}); see {log_dir}",
-                    pytrace=False)
-    return p50
+def server_bounds(load_options) -> ServerBounds:
+    """The Server latency bound per model and device (runner/load_target.py): measured once."""
+    return ServerBounds(load_options.server_bound_s)
 
 
 def test_server(load_case, target, load_options, run_session, log_dir, benchmark, server_bounds):
     settings = load_options.loadgen
-    key = (load_case.model, load_case.device)
-    if load_options.server_bound_s:
-        server_bounds[key] = load_options.server_bound_s
-    elif key not in server_bounds:  # 2.5x eager fp32's p50 under LoadGen, once per model and device
-        eager_target = LoadTarget(run_session, run_session.baseline_case(load_case))
-        eager = eager_target.engine(1)
-        eager_inputs = eager_target.prepared(eager, 1, 1, settings.samples)[0]
-        server_bounds[key] = 2.5 * loadgen_p50(eager, eager_inputs, settings, log_dir / "bound-eager-SingleStream")
-    bound = server_bounds[key]
+    bound = server_bounds.bound(run_session, load_case, settings, log_dir / "bound-eager-SingleStream")
     engine = target.engine(1)
     prepared = target.prepared(engine, 1, settings.server_workers, settings.samples)
     latency = loadgen_p50(engine, prepared[0], settings, log_dir / "start-SingleStream")

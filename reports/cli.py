@@ -72,10 +72,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     latency = frame[frame["is_latency"]].astype({"batch_size": int})
     if latency.empty:  # scenario runs only: their charts, no matrix summary
         made = [charts.load_curves(frame, _out_dir(args.out)), *charts.accuracy_charts(frame, args.out),
-                scenario_charts.generation_chart(frame, args.out), scenario_charts.pipeline_chart(frame, args.out)]
+                *scenario_charts.scenario_charts(frame, args.out)]
         made = [p for p in made if p is not None]
         if not made:
-            raise InputError("the runs hold no latency, load, accuracy, generation or pipeline benchmarks to chart")
+            raise InputError("the runs hold no benchmark with a chart (latency, load, accuracy, generation, pipeline, "
+                             "or a scenario whose record declares one)")
         print(f"wrote {', '.join(p.name for p in made)} to {args.out}")
         return EXIT_OK
     out = _out_dir(args.out)
@@ -86,7 +87,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             charts.memory_by_precision(latest, out), charts.speedup_heatmap(latest, out),
             charts.cpu_vs_gpu(latest, out), charts.history_trend(latency, regressions, out),
             charts.load_curves(frame, out), *charts.accuracy_charts(frame, out),
-            scenario_charts.generation_chart(frame, out), scenario_charts.pipeline_chart(frame, out)]
+            *scenario_charts.scenario_charts(frame, out)]
     names = [p.name for p in made if p is not None]
     checks = load_checks(args.runs)  # every equivalence check, failed int8 schemes included
     (out / "summary.md").write_text(summary_markdown(latest, latency["path"].nunique(), names, checks))

@@ -112,7 +112,7 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
                 "p90_s": info.get("p90_s"), "p99_s": info.get("p99_s"),
                 "notes": info.get("percentile_notes") or {},
                 "throughput": info.get("throughput_items_per_s"),
-                # per engine, measured in isolation (scenarios/memory.py); None in runs saved
+                # per engine, measured in isolation (runner/memory.py); None in runs saved
                 # before it existed or with --no-engine-memory
                 **{k: info.get(k) for k in MEMORY_FIELDS},
                 "artifact_bytes": info.get("artifact_bytes"), "equivalence": info.get("equivalence"),

@@ -3,7 +3,7 @@ compression section.
 
 Reads ``load_rss_bytes`` (resident memory the loaded engine adds over an idle interpreter with
 the same imports), ``run_peak_rss_bytes`` (peak during inference above that), ``gpu_peak_bytes``
-(each measured in a fresh subprocess per case, scenarios/memory.py) and ``artifact_bytes``.
+(each measured in a fresh subprocess per case, runner/memory.py) and ``artifact_bytes``.
 JSON only: no engine is imported. Runs saved before these fields existed show "not measured".
 """
 from __future__ import annotations

@@ -1,10 +1,14 @@
-"""Charts of the token-generation and image->caption pipeline scenarios (from extra_info)."""
+"""Charts of the scenarios: token generation and the image->caption pipeline drawn by hand, and any
+scenario whose record type declares a ``ChartSpec`` (core/schema.py) drawn from that spec, so a new
+scenario gets its chart by declaring it, without a change here."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from infermatrix.core.schema import RECORDS, ChartSpec
 
 from .charts import _save, plt
 
@@ -65,3 +69,35 @@ def pipeline_chart(frame: pd.DataFrame, out: Path) -> Path | None:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, out, "pipeline_stages.png")
+
+
+def spec_chart(frame: pd.DataFrame, kind: str, spec: ChartSpec, out: Path) -> Path | None:
+    """One horizontal bar per newest record of ``kind``: ``spec.value`` (seconds drawn in ms), one
+    panel per ``spec.panel`` value, bars labelled by ``spec.label`` fields."""
+    rows = [r["extra"] for _, r in frame[frame["kind"] == kind].groupby("case").tail(1).iterrows()
+            if r["extra"].get(spec.value) is not None]
+    if not rows:
+        return None
+    panels = sorted({str(i[spec.panel]) for i in rows})
+    ms = spec.value.endswith("_s")
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, sum(0.4 * sum(str(i[spec.panel]) == p for i in rows) + 1.2
+                                                              for p in panels)), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        mine = sorted((i for i in rows if str(i[spec.panel]) == panel), key=lambda i: i[spec.value])
+        y = np.arange(len(mine))
+        ax.barh(y, [i[spec.value] * (1e3 if ms else 1) for i in mine], color="tab:blue")
+        ax.set_yticks(y, [" ".join(str(i.get(k)) for k in spec.label) for i in mine], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel(spec.value.removesuffix("_s") + (" [ms]" if ms else ""))
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(spec.title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, f"{kind}.png")
+
+
+def scenario_charts(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Every scenario chart the runs hold."""
+    made = [generation_chart(frame, out), pipeline_chart(frame, out),
+            *(spec_chart(frame, kind, cls.chart, out) for kind, cls in RECORDS.items() if cls.chart is not None)]
+    return [p for p in made if p is not None]

@@ -21,7 +21,8 @@ INDUCTOR_DIR = "_inductor"  # inside the engine cache root
 
 @dataclass(frozen=True)
 class ProcessPolicy:
-    cache_root: Path
+    #: the engine cache (None: a process that builds nothing, e.g. one that only loads an entry)
+    cache_root: Path | None
     threads: int | None = None
     tf32: bool = False
 
@@ -33,7 +34,8 @@ class ProcessPolicy:
         import torch
         if self.threads:
             torch.set_num_threads(self.threads)
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(self.cache_root) / INDUCTOR_DIR)
+        if self.cache_root is not None:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(self.cache_root) / INDUCTOR_DIR)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = self.tf32

@@ -35,7 +35,7 @@ SCALE = {"fp32": 1.0, "fp16": 0.5, "bf16": 0.5, "int8": 0.25}
 
 
 def memory(engine="torch", precision="fp32", device="cpu", measured=True) -> dict:
-    """Constructed per-engine memory fields as test_latency records them (scenarios/memory.py);
+    """Constructed per-engine memory fields as test_latency records them (runner/memory.py);
     ``measured=False`` gives a run saved before they existed (artifact size only)."""
     scale = SCALE.get(precision, 1.0)
     info = {"artifact_bytes": 0 if engine == "torch" else int(100 * MIB * scale)}

@@ -146,9 +146,10 @@ RACER = """
 import json, sys
 from pathlib import Path
 from infermatrix.engines.cache import EngineCache
-from infermatrix.models import zoo  # registers the built-in models
 from infermatrix.core.schema import Case
 from infermatrix.runner.session import RunSession
+from infermatrix.models.builtin import register_builtin_models
+register_builtin_models()
 s = RunSession(EngineCache(Path(sys.argv[1])))
 s.engine(Case("tiny-cnn", "onnxruntime", "int8", 1, "cpu"))
 print(json.dumps(s.stats.as_dict()))

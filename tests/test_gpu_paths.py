@@ -19,7 +19,7 @@ from infermatrix.engines.onnxruntime_providers import native_stderr
 from infermatrix.engines.onnxruntime_tensorrt import (EP_LIBRARIES, LIBNVINFER, LIBNVONNXPARSER, ep_library_problem,
                                                       ep_version_problem, nv_tensorrt_version)
 from infermatrix.fixtures import matrix
-from infermatrix.scenarios.memory import compute_processes
+from infermatrix.runner.memory import compute_processes
 from tests.runs import bench
 from tests.test_matrix import ids, opts
 

@@ -9,7 +9,6 @@ import pytest
 from infermatrix.engines import ENGINES, get_engine
 from infermatrix.engines.cache import EngineCache
 from infermatrix.runner.session import RunSession
-from infermatrix.models import zoo  # noqa: F401  (registers the built-in models)
 from infermatrix.commands.main import main as reports_main
 from infermatrix.core.schema import Case
 

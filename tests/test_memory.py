@@ -1,4 +1,4 @@
-"""Per-engine memory in a fresh subprocess (scenarios/memory.py), through the real child."""
+"""Per-engine memory in a fresh subprocess (runner/memory.py), through the real child."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from infermatrix.engines.cache import EngineCache
 from infermatrix.core.schema import Case
-from infermatrix.scenarios.memory import FIELDS, engine_memory
+from infermatrix.runner.memory import FIELDS, engine_memory
 from infermatrix.models.registry import MODELS, ModelSpec, register_model
 from infermatrix.runner.session import RunSession
 

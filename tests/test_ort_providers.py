@@ -23,7 +23,6 @@ from infermatrix.engines.onnxruntime_tensorrt import (LIBNVINFER, OnnxRuntimeTen
 from infermatrix.engines.tensorrt_plan import profile_shapes
 from infermatrix.fixtures import matrix
 from infermatrix.runner.equivalence import DEFAULT_POLICY, compare_outputs
-from infermatrix.models import zoo  # noqa: F401  (registers tiny-cnn)
 from infermatrix.models.registry import get_model
 from tests.test_matrix import ids, opts
 

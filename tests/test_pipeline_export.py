@@ -11,7 +11,7 @@ import torch
 from infermatrix.scenarios import export
 from infermatrix.commands.main import main as cli_main
 from infermatrix.scenarios.pipeline import CaptionRun, make_test_image, original_runner, pipeline_figures
-from infermatrix.scenarios.export_scripts.preprocess import preprocess
+from infermatrix.models.export_scripts.preprocess import preprocess
 from infermatrix.models.vlm import PIPELINES, VisionLanguageModel, load_lm, load_vision, save_checkpoint
 
 

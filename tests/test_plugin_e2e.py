@@ -44,7 +44,7 @@ def test_latency_benchmarks_record_extra_info_and_a_warm_run_builds_nothing(pyte
         assert info["throughput_items_per_s"] == pytest.approx(2 / bench["stats"]["mean"])
         assert info["rounds"] == 7 and bench["stats"]["rounds"] == 7
         assert bench["group"] == "tiny-cnn-bs2-cpu"
-        # this engine's memory, from its own subprocess (scenarios/memory.py), not the test process's
+        # this engine's memory, from its own subprocess (runner/memory.py), not the test process's
         assert "memory_error" not in info, info["memory_error"]
         assert info["load_rss_bytes"] > 0 and info["run_peak_rss_bytes"] >= 0 and info["gpu_peak_bytes"] is None
         assert "peak_rss_bytes" not in info and "gpu_max_allocated_bytes" not in info

@@ -23,7 +23,7 @@ from infermatrix.runner.session import RunSession
 from infermatrix.models.hf_inputs import SentencePrompts, TokenizedSentences, calibration_sentences, sentences
 from infermatrix.models.registry import CALIBRATION_SEED, EVAL_SEED, ModelSpec, get_model
 from infermatrix.models.sources import SourceError, registered_source, resolve
-from infermatrix.scenarios.memory import engine_memory
+from infermatrix.runner.memory import engine_memory
 
 
 class TokenModel(torch.nn.Module):
@@ -125,7 +125,7 @@ def test_memory_of_a_source_model_is_measured_in_the_subprocess(files, hf_dir, s
 
 
 def test_the_source_shim_scenarios_import_pulls_in_nothing_else():
-    """scenarios/memory.py imports core/source_shim.py: it must stay free of report and engine code."""
+    """runner/memory.py imports core/source_shim.py: it must stay free of report and engine code."""
     code = ("import sys, infermatrix.core.source_shim; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('infermatrix', 'torch', 'numpy', 'pandas')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
