@@ -7,7 +7,7 @@ import pytest
 from infermatrix.core.records import ColdStartRecord
 from infermatrix.fixtures.option_table import BY_KEY
 from infermatrix.scenarios.builtin import register_builtin_scenarios
-from infermatrix.scenarios.registry import SCENARIOS, Point, Scenario, Setting, register
+from infermatrix.scenarios.registry import SCENARIOS, Scenario, Setting, register
 
 
 def test_the_built_in_scenarios_are_registered_once_with_their_records_and_settings():
