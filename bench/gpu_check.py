@@ -1,4 +1,4 @@
-"""Verify the GPU path on a lent GPU: one command, at most ten minutes even on a cold cache, one report.
+"""Verify the GPU path on a GPU machine: one command, at most ten minutes even on a cold cache, one report.
 
 Runs the GPU latency matrix (every installed engine, the GPU's default precisions) on resnet50 and
 distilbert at batch 1 and 8 in phases, so a cold cache cannot eat the measurements and whatever runs

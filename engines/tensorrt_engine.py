@@ -1,7 +1,7 @@
 """TensorRT (optional extra ``tensorrt``): the ONNX stage's graph built into a plan, run on its own stream.
 
 NEVER RUN HERE: no machine this was written on has a GPU or can import ``tensorrt`` (its
-libraries cannot be obtained in this workplace). The code follows the TensorRT 10.16 / 11.1
+libraries were not available on the development machine). The code follows the TensorRT 10.16 / 11.1
 Python bindings and samples (NVIDIA/TensorRT python/src/infer/pyCore.cpp,
 samples/python/introductory_parser_samples/onnx_resnet50.py), Polygraphy's TensorRT loader and
 runner, and the "Migrating from TensorRT 10.x to 11.x" guide; what the tests check without a

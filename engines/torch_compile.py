@@ -11,7 +11,7 @@ graph once as a CUDA graph and replays it, which removes the per-kernel launch c
 dominates small batches on a GPU. Each call starts a new step
 (``torch.compiler.cudagraph_mark_step_begin()``), and outputs live in the graph's static
 buffers (the next replay overwrites them), so they are cloned before any comparison. CUDA
-only; never run here (no GPU in this workplace so far).
+only; never run on a GPU so far.
 """
 from __future__ import annotations
 

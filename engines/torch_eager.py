@@ -1,8 +1,8 @@
 """PyTorch eager under ``torch.inference_mode()``: the baseline every other engine is judged by.
 
 Its int8 is PyTorch's own dynamic quantization of Linear layers
-(``torch.ao.quantization.quantize_dynamic``, seed 002's method): int8 weights, one scale per
-tensor or per output channel, activations quantized per call. Upstream deprecates
+(``torch.ao.quantization.quantize_dynamic``): int8 weights, one scale per tensor or per output
+channel, activations quantized per call. Upstream deprecates
 ``torch.ao.quantization`` in favour of torchao, which this suite does not install; the run
 summary says so once.
 """

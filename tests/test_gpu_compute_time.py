@@ -4,7 +4,7 @@ The simulation is CUDA's ordering rule and nothing more: the host issues work at
 launch costs host time), the stream runs its items in order, each starting when both the host has
 issued it and the item before it has finished, and an event fires when the stream reaches it. A
 launch-bound inference (launch cost > kernel time) is where an event bracket on an idle stream
-measures the host and not the GPU: the case issue 14 names.
+measures the host and not the GPU.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The GPU timing and telemetry code that can run without a GPU (issue 10, parts 5, 8, 9).
+"""The GPU timing and telemetry code that can run without a GPU.
 
 NVML readers where NVML or the GPU is absent (None and a reason, never a number), clock-event
 reason decoding and the energy arithmetic as pure functions, the CUDA-event summary math on
