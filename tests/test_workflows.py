@@ -37,9 +37,11 @@ def run_lines(repo_root, name):
 
 def test_ci_runs_the_readme_test_command(repo_root):
     readme = (repo_root / "README.md").read_text()
-    command = re.search(r"^\s+(python3\.11 -m pip install \S+ && tox -e tests)", readme, re.M).group(1)
-    assert command in run_lines(repo_root, "ci.yml")
-    assert "tox -e tests" in (repo_root / ".ci" / "run").read_text()
+    command = re.search(r"^\s+python3\.11 -m pip install (\S+) && (tox -e tests)", readme, re.M)
+    assert "bash .ci/run" in run_lines(repo_root, "ci.yml")
+    ci = (repo_root / ".ci" / "run").read_text()
+    # the same install, lint first (ruff and the layer contracts), then the README's tox command
+    assert f"python3.11 -m pip install {command.group(1)} && tox -e lint && {command.group(2)}" in ci
 
 
 def test_every_tox_env_the_workflows_use_exists(repo_root, tox_envs):
