@@ -58,7 +58,10 @@ def gate(base_path, new_path, args: argparse.Namespace, fail_on_missing: bool = 
     text = to_markdown(results, thresholds, args.alpha, str(base_path), str(new_path))
     print(text)
     if args.markdown:
-        args.markdown.write_text(text)
+        try:
+            args.markdown.write_text(text)
+        except OSError as exc:  # bad input, exit 2: not a regression's exit 1
+            raise InputError(f"--markdown {args.markdown}: cannot write it ({exc.strerror or exc})") from None
     # ab: BASE and NEW ran the same selection, so a case on one side only is a case that failed
     bad = ("slower", "missing", "new") if fail_on_missing else ("slower",)
     return EXIT_REGRESSION if any(r.verdict in bad for r in results) else EXIT_OK

@@ -73,3 +73,12 @@ def test_compare_against_other_hardware_is_refused_unless_allowed(bench_run):
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     assert "NVIDIA H100 80GB HBM3" in refused.stderr.str() and "--allow-hardware-mismatch" in refused.stderr.str()
     assert bench_run("--benchmark-compare", "--allow-hardware-mismatch").ret == 0
+
+
+def test_xdist_with_a_saving_option_is_refused_naming_both(pytester, repo_root, monkeypatch):
+    """pytest-benchmark disables itself under xdist: -n 2 --benchmark-autosave saved nothing and exited 0."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    res = pytester.runpytest_subprocess(str(repo_root / "perf_tests" / "test_latency.py"), "-n", "2",
+                                        "--benchmark-autosave", "--models", "tiny-cnn", "-p", "no:cacheprovider")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines(["*-n 2 (pytest-xdist) with --benchmark-autosave: pytest-benchmark disables itself*"])

@@ -43,7 +43,7 @@ def test_explicit_impossible_precision_is_a_skip_with_the_reason():
     assert "['fp32', 'int8']" in reasons["onnxruntime"]
 
 
-def test_a_device_an_engine_lacks_is_a_skip_only_when_both_are_named():
+def test_a_device_an_engine_lacks_is_a_skip_only_when_the_engine_is_named():
     # --devices cuda asks for the engines that run on CUDA, not for OpenVINO on an NVIDIA GPU
     assert plan_cases(opts(engines=("openvino",), devices=("cuda",), explicit={"devices"},
                            precisions=("fp32",), batch_sizes=(1,))) == []
@@ -51,6 +51,22 @@ def test_a_device_an_engine_lacks_is_a_skip_only_when_both_are_named():
                               precisions=("fp32",), batch_sizes=(1,)))
     assert len(planned) == 1
     assert "openvino does not run on 'cuda'" in planned[0].skip_reason
+    # --engines tensorrt on a CPU run: listed, and says where it runs
+    named = plan_cases(opts(engines=("tensorrt",), devices=("cpu",), explicit={"engines"}, precisions=("fp32",),
+                            batch_sizes=(1,)))
+    assert [p.skip_reason for p in named] == ["tensorrt does not run on 'cpu'; it runs on ['cuda']"]
+
+
+def test_engines_that_run_only_on_cuda_named_on_a_cpu_run_are_skips_not_an_internal_error(pytester, repo_root,
+                                                                                         monkeypatch):
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    res = pytester.runpytest_subprocess(str(repo_root / "perf_tests" / "test_latency.py"), "--models", "tiny-cnn",
+                                        "--engines", "tensorrt,onnxruntime_trt,torch_compile_cudagraphs",
+                                        "--precisions", "fp32", "--batch-sizes", "1", "-p", "no:cacheprovider", "-rs")
+    assert res.ret == 0, res.stdout.str()
+    assert "INTERNALERROR" not in res.stdout.str() + res.stderr.str()
+    res.stdout.fnmatch_lines(["*3 skipped*"])
+    res.stdout.fnmatch_lines(["*tensorrt does not run on 'cpu'; it runs on ['cuda']*"])
 
 
 def test_cuda_without_a_gpu_skips(monkeypatch):

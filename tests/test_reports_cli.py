@@ -246,3 +246,15 @@ def test_trends_compare_each_run_with_the_same_machines_previous_run(tmp_path):
     assert main(["report", str(runs), "--out", str(out)]) == 0
     summary = (out / "summary.md").read_text()
     assert "## Machine: fast" in summary and "## Machine: slow" in summary
+
+
+def test_bad_figures_and_an_unwritable_markdown_are_bad_input_not_a_regression(pair, tmp_path, capsys):
+    base, new = pair
+    assert main(["compare", str(base), str(new), "--markdown", str(tmp_path / "no-such-dir" / "x.md")]) == 2
+    assert "--markdown" in capsys.readouterr().err
+    nulls = write_run(tmp_path / "nulls.json", [bench(seed=7)])
+    data = nulls.read_text().replace('"median": ', '"median": null, "was": ', 1)
+    nulls.write_text(data)
+    assert main(["compare", str(base), str(nulls)]) == 2
+    err = capsys.readouterr().err
+    assert "nulls.json" in err and "test_latency[tiny-cnn-torch-fp32-bs1-cpu]" in err and "stats.median" in err
