@@ -74,3 +74,19 @@ def test_a_scenario_written_outside_the_package_runs_through_one_registration(py
     bad = pytester.runpytest_subprocess(*args, "--echo-times", "0")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--echo-times = '0': 0 is below the smallest allowed, 1*"])
+
+
+def test_a_record_that_declares_a_chart_gets_it_in_the_report_without_a_change_to_reports(tmp_path):
+    from infermatrix.commands.main import main
+    from infermatrix.core.schema import Case, Reference
+    from tests.runs import write_run
+    benches = []
+    for engine, p50 in (("torch", 1.4), ("onnxruntime", 0.17)):
+        rec = ColdStartRecord.of(Case("tiny-cnn", engine, "fp32", 1, "cpu"), Reference("torch", "fp32", "cpu"),
+                                 cold_start_p50_s=p50, cold_start_max_s=p50 * 1.2, starts=3)
+        benches.append({"name": f"test_cold_start[{rec.case.id}]", "fullname": f"t::{engine}", "group": "cold",
+                        "stats": {"median": p50, "mean": p50, "rounds": 1, "min": p50, "max": p50},
+                        "extra_info": rec.to_extra_info()})
+    run = write_run(tmp_path / "cold.json", benches)
+    assert main(["report", str(run), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "cold_start.png").stat().st_size > 5_000
