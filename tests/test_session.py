@@ -10,7 +10,7 @@ from infermatrix.core.schema import Case
 from infermatrix.scenarios.measure import (MIN_SAMPLES, NOTES_KEY, PeakRss, latency_summary, percentile,
                               percentile_figures, percentiles)
 from infermatrix.models.registry import MODELS, ModelSpec, register_checkpoint, register_model
-from infermatrix.runner.session import RunSession
+from infermatrix.runner.session import CaseFailed, RunSession
 from infermatrix.models.zoo import IMAGE, image_inputs
 from tests.unexportable import Unexportable
 
@@ -140,3 +140,29 @@ def test_peak_rss_sees_an_allocation_inside_the_block():
         block[::4096] = 2
     del block
     assert rss.bytes > 64 * 1024 * 1024
+
+
+class NanNet(torch.nn.Module):
+    """A broken model: its fp32 outputs are NaN whatever the input (a division by zero in its code)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * 8 * 8, 10)
+
+    def forward(self, pixel_values):
+        return self.fc(pixel_values.flatten(1)) * torch.tensor(float("nan"))
+
+
+if "nan-net" not in MODELS:
+    register_model(ModelSpec("nan-net", NanNet, image_inputs(8), IMAGE, int8_scheme="static"))
+
+
+def test_a_broken_baseline_is_said_once_as_the_models_fault_before_any_engine_is_built(session):
+    int8 = Case("nan-net", "onnxruntime", "int8", 1, "cpu", "static")
+    with pytest.raises(CaseFailed, match=r"nan-net: its baseline \(torch fp32 on cpu\) gives NaN/Inf .*logits: 10 "
+                                         r"values.*the model or its inputs are broken, not the engine under test"):
+        session.engine(int8)  # static int8 calibration would otherwise die on NaN ranges
+    assert session.stats.built == 1  # the baseline only: the int8 engine was never built
+    with pytest.raises(CaseFailed, match="nan-net: its baseline"):
+        session.equivalence(Case("nan-net", "onnxruntime", "fp32", 1, "cpu"))
+    assert session.stats.built == 1  # said again for the next case, without building anything more
