@@ -16,6 +16,7 @@ test that asks for a scenario's first argname, and hands each test its settings.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,18 +45,17 @@ class Setting:
             if not isinstance(raw, str):
                 raise ValueError(f"{raw!r} is not text")
             return raw
-        text = raw.strip() if isinstance(raw, str) else None
+        number = not isinstance(raw, bool) and isinstance(raw, (int, float, str))
         if self.kind is int:
-            ok = (isinstance(raw, int) and not isinstance(raw, bool)) or (text and text.lstrip("-").isdigit())
-            if not ok:
+            if not number or isinstance(raw, float) or not str(raw).strip().lstrip("-").isdigit():
                 raise ValueError(f"{raw!r} is not an integer")
             value: float = int(raw)
         else:
             try:
-                value = float(text if text is not None else raw) if not isinstance(raw, bool) else float("nan")
-            except (TypeError, ValueError):
-                value = float("nan")
-            if value != value or value in (float("inf"), float("-inf")):
+                value = float(raw) if number else math.nan
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
                 raise ValueError(f"{raw!r} is not a finite number")
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"{value} is below the smallest allowed, {self.minimum:g}")
