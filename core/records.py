@@ -58,6 +58,17 @@ class LatencyRecord(Timed):
     energy_j_per_inference: F = None
     avg_power_w: F = None
     throttled: bool | None = None
+    # the host during the timed rounds (runner/interference.py): other processes' CPU seconds and
+    # steal on the CPUs this process may use, the 1-minute load average, the rounds' IQR/median;
+    # ``interference`` is why the case cannot be compared (None: clean), and reports say "noisy"
+    host_other_cpu_s: F = None
+    host_steal_s: F = None
+    host_load_avg: F = None
+    host_cpus: N = None
+    host_wall_s: F = None
+    dispersion_iqr_ratio: F = None
+    host_interference_note: str | None = None
+    interference: str | None = None
     engine_settings: dict = field(default_factory=dict)
     input_shapes: dict = field(default_factory=dict)
     engine_notice: str | None = None

@@ -15,6 +15,7 @@ import math
 import pytest
 
 from infermatrix.core.records import LatencyRecord
+from infermatrix.runner.interference import HostWatch
 from infermatrix.runner.rounds import plan_rounds
 from infermatrix.scenarios.gpu_timing import CudaCase
 from infermatrix.scenarios.measure import NOTES_KEY, latency_summary
@@ -39,12 +40,14 @@ def test_latency(case, run_session, matrix_options, benchmark):
     # CUDA: NVML clocks before the rounds; GPU compute time and energy in passes after them
     # (scenarios/gpu_timing.py), so the rounds time engine.run alone on every device
     gpu = CudaCase(engine, prepared) if case.device == "cuda" else None
+    host = HostWatch()  # the host's readings around the rounds: other processes' CPU, steal, load
     benchmark.pedantic(engine.run, args=(prepared,), rounds=rounds, warmup_rounds=warmup, iterations=1)
     if benchmark.disabled:  # --benchmark-disable: ran once as a smoke test, nothing to record
         return
     samples = list(benchmark.stats.stats.data)
     assert len(samples) == rounds, f"expected {rounds} samples, pytest-benchmark kept {len(samples)}"
     summary = latency_summary(samples, case.batch_size)
+    interference = host.finish(samples)  # read before the GPU passes and the memory subprocess below
     flops = run_session.flops(case)
     figures = {
         **summary, "rounds": rounds, "warmup_rounds": warmup,
@@ -56,6 +59,7 @@ def test_latency(case, run_session, matrix_options, benchmark):
         "sqnr_db_min": _finite(min(o.sqnr_db for o in report.outputs)),
         # achieved, like throughput: FLOPs per call over the mean seconds per call
         "flops": flops, "gflops_per_s": (flops / summary["mean_s"] / 1e9) if flops else None,
+        **interference,
     }
     if gpu is not None:  # after the rounds: the "after" snapshot, GPU compute time, the energy window
         figures.update(gpu.finish(samples, summary[NOTES_KEY], case.batch_size))

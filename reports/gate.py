@@ -5,6 +5,11 @@ the raw per-round samples, p < alpha) and larger than the metric's threshold. Wi
 samples (runs saved without --benchmark-save-data) the gate falls back to the thresholds
 alone and says so. A threshold is applied only to a metric both sides recorded: a p99 is
 null below 100 samples, and then the case's row says "p99 not gated" and why.
+
+A case measured under host interference on either side (its record's ``interference``, from
+runner/interference.py: other processes' CPU, steal, or rounds too dispersed) gets no verdict:
+it is "noisy", with the reason and what the figures alone would have said, and never fails the
+gate; a loaded host's +41079 % is the host, not the engine.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from .history import InputError, number
 
 METRICS = ("median", "p99", "throughput")
 DEFAULT_THRESHOLDS = {"median": 0.10}
-VERDICTS = ("slower", "faster", "unchanged", "new", "missing")
+VERDICTS = ("slower", "faster", "noisy", "unchanged", "new", "missing")
 _THRESHOLD = re.compile(r"^\s*(median|p99|throughput)\s*=\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
 
 
@@ -46,6 +51,7 @@ class CaseResult:
     reasons: tuple[str, ...] = ()
     tested: bool = False                        # False: threshold-only (no raw samples)
     notes: tuple[str, ...] = ()                 # thresholds not applied, and why
+    interference: str | None = None             # "noisy": why (either side's host interference)
 
 
 def _relative_changes(base: pd.Series, new: pd.Series) -> dict[str, float]:
@@ -78,6 +84,14 @@ def _not_gated(metric: str, base: pd.Series, new: pd.Series) -> str:
     return f"{metric} not gated: {'; '.join(why)}"
 
 
+def interference(base: pd.Series, new: pd.Series) -> str | None:
+    """Either side's recorded host interference, named by side; None when both ran clean (or
+    were saved before it was recorded)."""
+    why = [f"{side}: {row.get('interference')}" for side, row in (("base", base), ("new", new))
+           if isinstance(row.get("interference"), str) and row.get("interference")]
+    return "; ".join(why) or None
+
+
 def compare_case(case: str, base: pd.Series, new: pd.Series, thresholds: dict[str, float],
                  alpha: float) -> CaseResult:
     change = _relative_changes(base, new)
@@ -93,8 +107,13 @@ def compare_case(case: str, base: pd.Series, new: pd.Series, thresholds: dict[st
               if m in change and change[m] < -t and (not tested or p_faster < alpha)]
     verdict = "slower" if slower else "faster" if faster else "unchanged"
     notes = tuple(_not_gated(m, base, new) for m in thresholds if m not in change)
+    reasons = tuple(slower or faster)
+    noise = interference(base, new)
+    if noise:  # no verdict on a host's noise: say what the figures alone would have said
+        reasons = (f"figures alone: {verdict}" + (f" ({'; '.join(reasons)})" if reasons else ""),)
+        verdict = "noisy"
     return CaseResult(case, verdict, float(base["median_s"]), float(new["median_s"]), change,
-                      p_slower, p_faster, tuple(slower or faster), tested, notes)
+                      p_slower, p_faster, reasons, tested, notes, noise)
 
 
 def compare_frames(base: pd.DataFrame, new: pd.DataFrame, thresholds: dict[str, float],
@@ -121,18 +140,26 @@ def to_markdown(results: list[CaseResult], thresholds: dict[str, float], alpha: 
              f"Gate: Mann-Whitney U (one-sided, alpha={alpha}) on per-round samples **and** thresholds "
              + ", ".join(f"{m} {t:.1%}" for m, t in thresholds.items()) + ".", "",
              " · ".join(f"{counts[v]} {v}" for v in VERDICTS), "",
+             *(["**Noisy**: measured under host interference in either run (other processes' CPU time, steal, "
+                "or rounds too dispersed); no verdict and no failure of the gate. Rerun on a quiet host.", ""]
+               if counts["noisy"] else []),
              "| case | verdict | base median | new median | Δ median | Δ p99 | p (slower) | why |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     order = {v: i for i, v in enumerate(VERDICTS)}
     for r in sorted(results, key=lambda r: (order[r.verdict], r.case)):
         ch = r.change or {}
         lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            r.case, icon[r.verdict], _ms(r.base_median), _ms(r.new_median),
+            r.case, _noisy(r) if r.verdict == "noisy" else icon[r.verdict], _ms(r.base_median), _ms(r.new_median),
             f"{ch['median']:+.1%}" if "median" in ch else "",
             f"{ch['p99']:+.1%}" if "p99" in ch else ("n/a" if r.change else ""),
             f"{r.p_slower:.2g}" if r.p_slower is not None else ("n/a (no samples)" if r.change else ""),
             "; ".join((*r.reasons, *r.notes))))
     return "\n".join(lines) + "\n"
+
+
+def _noisy(r: CaseResult) -> str:
+    # a saved reason is text from a file: a "|" in it would split the table's row
+    return f"⚠️ noisy (host interference: {str(r.interference).replace('|', '/')})"
 
 
 def _ms(x: float | None) -> str:

@@ -116,6 +116,9 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
                 # before it existed or with --no-engine-memory
                 **{k: info.get(k) for k in MEMORY_FIELDS},
                 "artifact_bytes": info.get("artifact_bytes"), "equivalence": info.get("equivalence"),
+                # why the case was measured under host interference (runner/interference.py); None: clean,
+                # or a run saved before it was recorded
+                "interference": info.get("interference"),
                 "samples": stats.get("data"), "scenario": record.kind, "extra": info,
             })
     frame = pd.DataFrame(rows)

@@ -33,16 +33,49 @@ def _p99(row: pd.Series) -> str:
     return f"n/a ({notes['p99_s']})" if notes.get("p99_s") else "n/a"
 
 
+def interference(row: pd.Series) -> str | None:
+    """Why the case was measured under host interference (runner/interference.py), or None."""
+    why = row.get("interference")
+    return why if isinstance(why, str) and why else None
+
+
 def best_engines(table: pd.DataFrame) -> list[pd.Series]:
     """Per model, device and batch: the fastest passing case of the newest run that holds
-    that group, so the engines compared were measured side by side."""
+    that group, so the engines compared were measured side by side. Cases measured under host
+    interference are not ranked (a loaded host once made the slowest engine "fastest"); when
+    every passing case was, the fastest of them is given and marked. ``noisy_skipped`` counts
+    the passing cases left out."""
     out = []
     for _, group in table.groupby(["model", "device", "batch_size"]):
         newest = group[group["run_seq"] == group["run_seq"].max()]
         passing = newest[newest["equivalence"] == "pass"]
-        if not passing.empty:
-            out.append(passing.loc[passing["p50_s"].idxmin()])
+        if passing.empty:
+            continue
+        clean = passing[[interference(r) is None for _, r in passing.iterrows()]]
+        ranked = clean if not clean.empty else passing
+        best = ranked.loc[ranked["p50_s"].idxmin()].copy()
+        best["noisy_skipped"] = len(passing) - len(clean)
+        out.append(best)
     return out
+
+
+def _best_label(best: pd.Series) -> str:
+    why = interference(best)
+    if why:
+        return f"{best['engine']} {best['precision']} ⚠️ measured under host interference ({why})"
+    skipped = int(best["noisy_skipped"])
+    return f"{best['engine']} {best['precision']}" + (
+        f" ({skipped} noisy case(s) not ranked)" if skipped else "")
+
+
+def _host(row: pd.Series) -> str:
+    """The All cases table's host column: noisy with the reason, clean, or n/a (not recorded)."""
+    why = interference(row)
+    if why:
+        return f"⚠️ noisy: {why}"
+    extra = row.get("extra") if isinstance(row.get("extra"), dict) else {}
+    measured = extra.get("host_other_cpu_s") is not None or extra.get("dispersion_iqr_ratio") is not None
+    return "clean" if measured else "n/a"
 
 
 def _machine_section(table: pd.DataFrame) -> list[str]:
@@ -53,14 +86,14 @@ def _machine_section(table: pd.DataFrame) -> list[str]:
               "| model | device | batch | best (passing equivalence) | p50 | speedup vs reference | run |",
               "|---|---|---:|---|---:|---:|---|"]
     for best in best_engines(table):
-        lines.append(f"| {best['model']} | {best['device']} | {best['batch_size']} | {best['engine']} "
-                     f"{best['precision']} | {_ms(best['p50_s'])} | {_speedup(best['speedup'])} | `{best['run']}` |")
-    lines += ["", "### All cases", "", "| case | p50 | p99 | throughput | speedup | equivalence | run |",
-              "|---|---:|---:|---:|---:|---|---|"]
+        lines.append(f"| {best['model']} | {best['device']} | {best['batch_size']} | {_best_label(best)} "
+                     f"| {_ms(best['p50_s'])} | {_speedup(best['speedup'])} | `{best['run']}` |")
+    lines += ["", "### All cases", "", "| case | p50 | p99 | throughput | speedup | equivalence | run | host |",
+              "|---|---:|---:|---:|---:|---|---|---|"]
     for _, row in table.sort_values(["model", "device", "batch_size", "engine", "precision"]).iterrows():
         tput = "n/a" if _missing(row["throughput"]) else f"{row['throughput']:.1f}/s"
         lines.append(f"| {row['case']} | {_ms(row['p50_s'])} | {_p99(row)} | {tput} | {_speedup(row['speedup'])} | "
-                     f"{row['equivalence']} | `{row['run']}` |")
+                     f"{row['equivalence']} | `{row['run']}` | {_host(row)} |")
     return lines
 
 
@@ -72,7 +105,9 @@ def summary_markdown(latest: pd.DataFrame, runs_read: int, charts: list[str],
              f"Runs read: {runs_read}. Per machine, each case comes from the newest run that holds it; "
              "its speedup divides its reference's p50 (eager fp32; ONNX Runtime fp32 for an ONNX file) "
              "**from that same run** by its own (n/a when that run "
-             "has no reference case at the same model and batch). A p99 needs at least 100 samples.", ""]
+             "has no reference case at the same model and batch). A p99 needs at least 100 samples. "
+             "A case measured under host interference (other processes' CPU time, steal, or rounds too "
+             "dispersed: the host column) is not ranked as a best engine.", ""]
     for machine, sub in table.groupby("machine", sort=True):
         lines += [f"## Machine: {machine}", ""] + _machine_section(sub) + [""]
     lines += scheme_section(table, checks if checks is not None else pd.DataFrame())
