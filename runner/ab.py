@@ -20,7 +20,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from infermatrix.core.percentiles import latency_summary
 from infermatrix.core.records import LatencyRecord
 from infermatrix.core.schema import Record, SchemaError, read_record
 from infermatrix.core.source_shim import pythonpath, write_shim
+from .ab_checkout import checkout, new_temp_folder, prune_dead_checkouts, remove_checkout
 
 WORKER_PLUGIN = "infermatrix_ab_worker"   # reports/ab_worker.py, copied beside each side
 WORKER_SOURCE = Path(__file__).with_name("ab_worker.py")
@@ -119,14 +119,6 @@ def _tail(path: Path, lines: int = 25) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def _checkout(repo: Path, ref: str, dest: Path) -> Path:
-    res = subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(dest), ref],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        raise InputError(f"git ref {ref!r} of {repo} cannot be checked out: {res.stderr.strip()}")
-    return dest
 
 
 def _start(side: Side, cwd: Path, args: list[str], blocks: int, out: Path, plugin_dir: Path) -> _Worker:
@@ -224,7 +216,8 @@ def run_ab(base: Side, new: Side, pytest_args: list[str], blocks: int, out_root:
         raise InputError(f"the selection passes {refused}: `infermatrix ab` runs one block at a time and writes "
                          f"the runs itself; drop {', '.join(REFUSED_ARGS)}")
     out = new_out_dir(out_root)
-    tmp = Path(tempfile.mkdtemp(prefix="infermatrix-ab-"))
+    prune_dead_checkouts(repo)
+    tmp = new_temp_folder()
     plugin_dir = tmp / "plugin"
     plugin_dir.mkdir()
     shutil.copyfile(WORKER_SOURCE, plugin_dir / f"{WORKER_PLUGIN}.py")
@@ -234,7 +227,7 @@ def run_ab(base: Side, new: Side, pytest_args: list[str], blocks: int, out_root:
         dirs = []
         for side in (base, new):
             if side.ref:
-                dirs.append(_checkout(repo, side.ref, tmp / side.label))
+                dirs.append(checkout(repo, side.ref, tmp / side.label))
                 checkouts.append(dirs[-1])
             else:
                 dirs.append(repo)
@@ -278,5 +271,5 @@ def run_ab(base: Side, new: Side, pytest_args: list[str], blocks: int, out_root:
                 except OSError:
                     pass
         for path in checkouts:
-            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(path)], capture_output=True)
+            remove_checkout(repo, path)
         shutil.rmtree(tmp, ignore_errors=True)
