@@ -4,6 +4,10 @@ What the directory holds decides what is measured (config.json's ``architectures
 its ``model_type``):
 
 - ``*ForSequenceClassification``: text classification, output ``logits``;
+- the other standard text heads run as the model they are (models/hf_heads.py):
+  ``*ForMaskedLM`` and ``*ForTokenClassification`` give per-token ``logits``,
+  ``*ForQuestionAnswering`` ``start_logits`` and ``end_logits``, ``*ForNextSentencePrediction``
+  ``logits``;
 - ``*ForImageClassification``: image classification on ``pixel_values``, output ``logits``;
 - a bare encoder (``BertModel``, or no ``architectures``): task ``embedding``, output
   ``embeddings`` = the last hidden state mean-pooled over the attention mask;
@@ -11,14 +15,14 @@ its ``model_type``):
   KV cache, the contract of models/decoder.py, so the generation scenario runs it.
 
 Inputs come from the directory's own tokenizer or image processor on real sample inputs
-(models/hf_inputs.py). Everything loads with ``local_files_only=True``; code shipped in the
-directory is never run (no ``trust_remote_code``); weights load in float32 (the baseline).
+(models/hf_inputs.py), or on the user's own (models/user_inputs.py). Everything loads with
+``local_files_only=True``; code shipped in the directory is never run (no ``trust_remote_code``);
+weights load in float32 (the baseline).
 """
 from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ import torch
 from infermatrix.engines import TransformerHints
 
 from .decoder import PAST, PRESENT, kv_names
+from .hf_heads import ENCODER_OUTPUTS, KINDS, SUPPORTED, HeadOutputs, Kind, kind_of, model_class
 from .hf_inputs import ProcessedImages, SentencePrompts, TokenizedSentences, sentences
 from .hf_modules import CausalLMStep, EncoderOutputs, ImageLogits
 from .registry import ModelSpec, register_model
@@ -43,30 +48,6 @@ SLOW_VOCABS = (("vocab.txt",), ("vocab.json", "merges.txt"), ("spiece.model",), 
 BERT_LIKE = frozenset({"bert", "distilbert", "roberta", "xlm-roberta", "camembert", "electra"})
 VIT_LIKE = frozenset({"vit"})
 EMBEDDING_NOTE = "embeddings: mean-pooled last hidden state over the attention mask"
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One kind of directory this module serves."""
-    label: str          # shown in errors
-    task: str           # ModelSpec.task
-    auto: str           # the transformers Auto class that loads it
-    mapping: str        # transformers.models.auto.modeling_auto mapping: config class -> model class
-    modality: str       # "text" or "image": which preprocessing files it needs
-
-
-KINDS = {
-    "sequence-classification": Kind("*ForSequenceClassification (text classification)", "classification",
-                                    "AutoModelForSequenceClassification", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING",
-                                    "text"),
-    "image-classification": Kind("*ForImageClassification (image classification)", "classification",
-                                 "AutoModelForImageClassification", "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING", "image"),
-    "embedding": Kind("a bare text encoder such as BertModel (embedding)", "embedding", "AutoModel", "MODEL_MAPPING",
-                      "text"),
-    "causal-lm": Kind("*ForCausalLM / *LMHeadModel (generation)", "generation", "AutoModelForCausalLM",
-                      "MODEL_FOR_CAUSAL_LM_MAPPING", "text"),
-}
-SUPPORTED = "; ".join(k.label for k in KINDS.values())
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -102,25 +83,6 @@ def check_weights(path: Path) -> None:
                             f"and {WEIGHTS[1][0]}")
 
 
-def kind_of(config: dict[str, Any], path: Path) -> str:
-    """Which KINDS entry the config describes; a ValueError naming it otherwise."""
-    architectures = config.get("architectures") or []
-    arch = architectures[0] if architectures else None
-    if arch is None:
-        if not config.get("model_type"):
-            raise ValueError(f"{path / 'config.json'} names neither architectures nor model_type")
-        return "embedding"  # only a config is known: the bare model of its type
-    if arch.endswith("ForSequenceClassification"):
-        return "sequence-classification"
-    if arch.endswith("ForImageClassification"):
-        return "image-classification"
-    if arch.endswith(("ForCausalLM", "LMHeadModel")):
-        return "causal-lm"
-    if arch.endswith("Model"):
-        return "embedding"
-    raise ValueError(f"{path.name}: architecture {arch} is not one infermatrix can serve; supported: {SUPPORTED}")
-
-
 def check_preprocessing(path: Path, modality: str) -> None:
     """The tokenizer (fast tokenizer.json or a slow one's vocabulary) or the image processor."""
     if modality == "image":
@@ -131,17 +93,6 @@ def check_preprocessing(path: Path, modality: str) -> None:
         return
     raise FileNotFoundError(f"tokenizer.json is missing in {path}, and no slow tokenizer's vocabulary is there either "
                             f"(one of {[' + '.join(files) for files in SLOW_VOCABS]})")
-
-
-def model_class(config: Any, kind: Kind, path: Path) -> Any:
-    """The transformers class the kind's Auto class would load (read from its mapping, so the
-    input names are known without loading any weights)."""
-    from transformers.models.auto import modeling_auto
-    try:
-        return getattr(modeling_auto, kind.mapping)[type(config)]
-    except KeyError:
-        raise ValueError(f"{path.name}: model_type {config.model_type!r} has no {kind.auto} class in transformers; "
-                         f"supported: {SUPPORTED}") from None
 
 
 def transformer_hints(config: Any) -> tuple[TransformerHints | None, str]:
@@ -188,7 +139,8 @@ def register_hf_directory(path: Path, *, name: str, seq_len: int) -> ModelSpec:
     from transformers import AutoConfig
     path = Path(path).expanduser().resolve()
     raw = read_config(path)
-    kind = KINDS[kind_of(raw, path)]
+    key = kind_of(raw, path)
+    kind = KINDS[key]
     if seq_len < 1:
         raise ValueError(f"seq_len={seq_len}; expected >= 1")
     config = loaded("config.json", path, AutoConfig)
@@ -229,8 +181,11 @@ def register_hf_directory(path: Path, *, name: str, seq_len: int) -> ModelSpec:
     pooled = kind.task == "embedding"
     inputs = TokenizedSentences(tokenizer, seq_len, names)
     text = f"{len(sentences())} sample sentences through its tokenizer at {seq_len} tokens"
-    spec = ModelSpec(name, lambda: EncoderOutputs(load_model(path, kind), pooled), inputs, names,
-                     ("embeddings",) if pooled else ("logits",), int8_scheme="dynamic",
+
+    def factory() -> Any:
+        model = load_model(path, kind)
+        return EncoderOutputs(model, pooled) if key in ENCODER_OUTPUTS else HeadOutputs(model, kind.outputs)
+    spec = ModelSpec(name, factory, inputs, names, kind.outputs, int8_scheme="dynamic",
                      note=f"hf {arch}: " + (f"{EMBEDDING_NOTE}; " if pooled else "") + text,
                      score_outputs=() if pooled else None, **common)
     return register_model(spec)

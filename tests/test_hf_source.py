@@ -268,9 +268,12 @@ def test_pytorch_bin_weights_are_read_without_unpickling_code(dirs, tmp_path):
 
 
 def test_unservable_architecture_names_it_and_the_supported_kinds(dirs, tmp_path):
-    with pytest.raises(SourceError, match=r"BertForMaskedLM is not one infermatrix can serve; supported: "
+    target = damaged(dirs["bert-mlm"], tmp_path)  # a masked LM is served (tests/test_hf_heads.py); multiple choice is not
+    config = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMultipleChoice"]}))
+    with pytest.raises(SourceError, match=r"BertForMultipleChoice is not one infermatrix can serve; supported: "
                                           r"\*ForSequenceClassification.*ForCausalLM"):
-        register(dirs["bert-mlm"])
+        register(target)
     with pytest.raises(SourceError, match="does not exist"):
         register(tmp_path / "no-such-model")
 
