@@ -3,7 +3,8 @@
 - ``dynamic`` / ``dynamic_per_channel``: int8 weights (one scale per tensor or per output
   channel), activations quantized on every call (``quantize_dynamic``);
 - ``static`` / ``static_per_channel``: Q/DQ pairs with activation ranges calibrated (MinMax)
-  on the model's seeded calibration batches (``quantize_static``);
+  on the model's seeded calibration batches (``quantize_static``), after ORT's pre-processing
+  with symbolic shape inference, or ONNX's where that gives up (engines/onnx_shapes.py);
 - ``weight_only``: int8 weights in blocks of 32 (MatMulNBits), what LLM decoders ship with.
 
 ``RECIPES`` holds every setting a scheme uses; the stage puts it in the step's cache key, so
@@ -19,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from .onnx_rewrite import gemm_to_matmul
+from .onnx_shapes import build_folder, preprocess_for_static
 from .spec import INT8_SCHEMES
 
 _DYNAMIC = {"api": "quantize_dynamic", "weight_type": "QInt8"}
 _STATIC = {"api": "quantize_static", "format": "QDQ", "activation_type": "QUInt8", "weight_type": "QInt8",
-           "calibrate_method": "MinMax"}
+           "calibrate_method": "MinMax", "shape_inference": "symbolic, else onnx where symbolic gives up"}
 #: scheme -> the settings it is built with (part of the stage's cache key)
 RECIPES: dict[str, dict[str, Any]] = {
     "dynamic": {**_DYNAMIC, "per_channel": False},
@@ -66,38 +68,44 @@ class CalibrationReader:
 
 
 def quantize(scheme: str, src: Path, dst: Path, tmp: Path, calibration: list[Batch] | None) -> dict[str, Any]:
-    """Quantize ``src`` into ``dst`` with ``scheme``; intermediates go to ``tmp``. Returns
-    what was done: the scheme, the int8 operators in the result and the scheme's own facts."""
+    """Quantize ``src`` into ``dst`` with ``scheme``; intermediates go to ``tmp``, and so does
+    every temporary file of ONNX Runtime's tools (build_folder). Returns what was done: the
+    scheme, the int8 operators in the result and the scheme's own facts."""
     if scheme not in RECIPES:
         raise ValueError(f"int8 scheme {scheme!r}; expected one of {INT8_SCHEMES}")
     recipe = RECIPES[scheme]
     record: dict[str, Any] = {"int8_scheme": scheme}
-    if scheme in CALIBRATED:
-        _quantize_static(src, dst, tmp, recipe, calibration)
-    else:
-        shaped = tmp / "shaped.onnx"
-        reinfer_shapes(src, shaped)
-        if scheme == "weight_only":
-            record.update(_quantize_weights(shaped, dst, recipe))
+    # absolute: build_folder changes the cwd, and a cache root or an onnx: path may be relative
+    src, dst, tmp = Path(src).resolve(), Path(dst).resolve(), Path(tmp).resolve()
+    with build_folder(tmp):
+        if scheme in CALIBRATED:
+            record["shape_inference"] = _quantize_static(src, dst, tmp, recipe, calibration)
         else:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-            quantize_dynamic(str(shaped), str(dst), weight_type=QuantType[recipe["weight_type"]],
-                             per_channel=recipe["per_channel"])
+            shaped = tmp / "shaped.onnx"
+            reinfer_shapes(src, shaped)
+            if scheme == "weight_only":
+                record.update(_quantize_weights(shaped, dst, recipe))
+            else:
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+                quantize_dynamic(str(shaped), str(dst), weight_type=QuantType[recipe["weight_type"]],
+                                 per_channel=recipe["per_channel"])
     record["int8_ops"] = int8_ops(dst)
     return record
 
 
-def _quantize_static(src: Path, dst: Path, tmp: Path, recipe: Mapping[str, Any], calibration: list[Batch] | None) -> None:
+def _quantize_static(src: Path, dst: Path, tmp: Path, recipe: Mapping[str, Any],
+                     calibration: list[Batch] | None) -> dict[str, Any]:
+    """Q/DQ int8 calibrated on ``calibration``; returns which shape inference prepared it."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
     if not calibration:
         raise ValueError("static int8 needs calibration batches (BuildSpec.calibration); the spec has none")
     pre = tmp / "pre.onnx"
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+    shapes = preprocess_for_static(src, pre, tmp)
     quantize_static(str(pre), str(dst), CalibrationReader(calibration),
                     quant_format=QuantFormat[recipe["format"]], per_channel=recipe["per_channel"],
                     activation_type=QuantType[recipe["activation_type"]], weight_type=QuantType[recipe["weight_type"]],
                     calibrate_method=CalibrationMethod[recipe["calibrate_method"]])
+    return shapes
 
 
 def _quantize_weights(src: Path, dst: Path, recipe: Mapping[str, Any]) -> dict[str, int]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .onnx_quantize import RECIPES
+from .onnx_shapes import build_folder
 from .onnx_steps import (EXPORT_LIBRARIES, FP16, FUSE, ONNX_LIBRARIES, OPSET, STAGE_LIBRARIES, Built, Export,
                          Float16, Fuse, OnnxFile, Quantize, Step)
 from .spec import BuildSpec
@@ -80,8 +81,11 @@ def materialize(step: Step, store: Callable[..., Path] | None, scratch: Path | N
 
     def build(out: Path) -> None:
         src = materialize(step.parent, store, scratch) if step.parent is not None else None
-        with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp:
-            done = step.build(src.model if src else None, out / MODEL, Path(tmp))
+        # every temporary file of the step's tools lives in the entry's own folder and goes with
+        # it (build_folder: the cwd and tempfile's dir); paths absolute, as the cwd changes
+        out = out.resolve()
+        with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp, build_folder(Path(tmp)):
+            done = step.build(src.model.resolve() if src else None, out / MODEL, Path(tmp))
         before = dict(src.record) if src else {}
         record = {**before, **done, "steps": [*before.get("steps", ()), step.kind], "stage_key": step.key[:16]}
         (out / RECORD).write_text(json.dumps(record, indent=1, default=str))
