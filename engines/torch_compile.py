@@ -1,10 +1,15 @@
 """torch.compile with the inductor backend.
 
-The compiled code lives in inductor's own on-disk cache, which the fixtures point inside the
-engine cache (TORCHINDUCTOR_CACHE_DIR), so a warm run re-uses it instead of recompiling from
-scratch. The cache entry itself records how long the cold compile took (``compile.json``);
-``load`` recompiles against the warm inductor cache and records that time separately.
-Latency is only measured after both, never including a compile.
+The compiled code is part of the cache entry: the build compiles with inductor's on-disk cache
+(TORCHINDUCTOR_CACHE_DIR, and Triton's) pointed at ``<entry>/inductor``, so its files (FX graph and
+AOTAutograd cache entries, generated Python, C++ / Triton kernels) are listed in meta.json with
+their sha256 and size and verified like any other artifact: a flipped or truncated one is a corrupt
+entry, rebuilt with a warning. The entry also records how long the cold compile took
+(``compile.json``). ``load`` copies the verified files into a private scratch directory (inductor
+writes lock files and markers as it reads, and a shared cache may be read-only) and recompiles
+against them, recording that time separately. Latency is only measured after both, never
+including a compile. Inductor's FX graph cache entries are pickles and its kernels are code that
+torch loads and runs: the checksums make sure only what this cache wrote is loaded.
 
 ``torch_compile_cudagraphs`` is the same with ``mode="reduce-overhead"``: inductor records the
 graph once as a CUDA graph and replays it, which removes the per-kernel launch cost that
@@ -15,16 +20,67 @@ only; never run on a GPU so far.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import tempfile
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import BuildSpec, Outputs
+from .base import BuildSpec, EngineError, Outputs
+from .cache_meta import META, EntryMeta, MetaError
 from .torch_common import TorchModuleEngine, module_for, prepare_tensors
 
 RECORD = "compile.json"
+INDUCTOR = "inductor"  # inductor's on-disk cache for this entry (a sub-folder of the entry)
+_CACHE_ENV = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
+@contextmanager
+def inductor_cache(directory: Path) -> Iterator[None]:
+    """Inductor (and Triton) read and write their on-disk cache in ``directory`` for the duration;
+    their in-memory caches are cleared on the way in, so a compile this process did before cannot
+    stand in for the files (a rebuild writes every file again), and on the way out."""
+    from torch._inductor.utils import clear_caches
+    old = {k: os.environ.get(k) for k in _CACHE_ENV}
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
+    os.environ["TRITON_CACHE_DIR"] = str(directory / "triton")
+    clear_caches()
+    try:
+        yield
+    finally:
+        clear_caches()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def copy_verified(entry: Path, dest: Path) -> int:
+    """Copy the entry's inductor files that meta.json lists into ``dest``, each checked against its
+    sha256 as it is copied (a process that loads the entry by path verifies it too); returns the count."""
+    try:
+        meta = EntryMeta.from_json((entry / META).read_text(encoding="utf-8"), engine=entry.parent.name, key=entry.name)
+    except (OSError, UnicodeDecodeError, MetaError) as exc:
+        raise EngineError(f"torch_compile entry {entry}: {META} is unusable ({exc}); clear the entry to rebuild it") from exc
+    n = 0
+    for rel, rec in meta.files.items():
+        if not rel.startswith(INDUCTOR + "/"):
+            continue
+        data = (entry / rel).read_bytes()
+        if len(data) != rec.bytes or hashlib.sha256(data).hexdigest() != rec.sha256:
+            raise EngineError(f"torch_compile entry {entry}: {rel} fails its checksum; clear the entry to rebuild it")
+        target = dest / rel[len(INDUCTOR) + 1:]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        n += 1
+    return n
 
 
 class TorchCompileEngine(TorchModuleEngine):
@@ -54,7 +110,12 @@ class TorchCompileEngine(TorchModuleEngine):
     def _compile(self, spec: BuildSpec) -> tuple[Any, float]:
         import torch
         module = module_for(spec, self.precision, self.device)
-        compiled = torch.compile(module, backend="inductor", dynamic=bool(spec.dynamic_axes), mode=self.compile_mode)
+        # isolate_recompiles: this compile neither reuses another torch.compile call's graph held in
+        # memory (which would leave a rebuilt entry without inductor files and time no compile) nor
+        # counts against the recompile limit other calls share (past it dynamo runs eager);
+        # torch is pinned (pyproject.toml) to a version that has it
+        compiled = torch.compile(module, backend="inductor", dynamic=bool(spec.dynamic_axes), mode=self.compile_mode,
+                                 isolate_recompiles=True)
         args = prepare_tensors(spec.example_inputs, spec.input_names, self.precision, self.device)
         start = time.perf_counter()
         with torch.inference_mode():
@@ -63,7 +124,9 @@ class TorchCompileEngine(TorchModuleEngine):
         return compiled, time.perf_counter() - start
 
     def _build_impl(self, spec: BuildSpec, workdir: Path) -> None:
-        self._just_built, seconds = self._compile(spec)
+        (workdir / INDUCTOR).mkdir()
+        with inductor_cache(workdir / INDUCTOR):  # an empty cache: a cold compile, all its files in the entry
+            self._just_built, seconds = self._compile(spec)
         (workdir / RECORD).write_text(json.dumps({"cold_compile_s": seconds}))
 
     def _load_impl(self, workdir: Path, spec: BuildSpec) -> None:
@@ -71,9 +134,20 @@ class TorchCompileEngine(TorchModuleEngine):
         if built is not None:  # built by this instance a moment ago: don't compile twice
             self._module, self._warm_compile_s, self._just_built = built, None, None
         else:
-            self._module, self._warm_compile_s = self._compile(spec)
+            scratch = Path(tempfile.mkdtemp(prefix="infermatrix-inductor-"))
+            # removed at close, or at exit for an engine never closed
+            self._scratch = weakref.finalize(self, shutil.rmtree, scratch, True)
+            copy_verified(workdir, scratch)
+            with inductor_cache(scratch):
+                self._module, self._warm_compile_s = self._compile(spec)
         self._cold_compile_s = json.loads((workdir / RECORD).read_text())["cold_compile_s"]
         self._names = spec.input_names
+
+    def _close_impl(self) -> None:
+        super()._close_impl()
+        scratch = getattr(self, "_scratch", None)
+        if scratch is not None:
+            scratch()  # the finalizer: removes the scratch copy once
 
     def _details_impl(self) -> Mapping[str, Any]:
         # cold: first compile with an empty inductor cache; warm: the recompile at load

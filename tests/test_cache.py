@@ -137,7 +137,7 @@ def _race_worker(root: str, counter: str, out: str) -> None:
         time.sleep(1.0)
         write_artifact(stage)
     entry = EngineCache(Path(root)).get_or_build("eng", {"race": 1}, slow_build)
-    Path(out).write_text(json.dumps({"built": entry.built, "key": entry.meta["key"]}))
+    Path(out).write_text(json.dumps({"built": entry.built, "key": entry.meta.key}))
 
 
 def test_two_processes_build_one_key_once(tmp_path):
