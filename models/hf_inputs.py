@@ -70,7 +70,7 @@ class TokenizedSentences:
         if tokenizer.pad_token is None:
             raise ValueError(f"the tokenizer ({type(tokenizer).__name__}) has no pad token; padding the sample "
                              f"sentences to seq_len={seq_len} needs one")
-        self.names, self.seq_len = tuple(names), seq_len
+        self.names, self.seq_len, self.tokenizer = tuple(names), seq_len, tokenizer
         self.rows: dict[bool, dict[str, torch.Tensor]] = {}  # is_calibration -> name -> [sentences, seq_len]
         for calibrating, texts in ((False, sentences()), (True, calibration_sentences())):
             encoded = tokenizer(list(texts), padding="max_length", truncation=True, max_length=seq_len,
@@ -152,8 +152,11 @@ class SentencePrompts:
     """
 
     def __init__(self, tokenizer: Any, max_positions: int | None, layers: int, kv_heads: int,
-                 head_dim: int, past_names: Sequence[str]) -> None:
+                 head_dim: int, past_names: Sequence[str],
+                 pools: tuple[Sequence[str], Sequence[str]] | None = None) -> None:
         self.tokenizer = tokenizer
+        #: (evaluation, calibration) texts: the user's own lines (models/user_inputs.py), else the sample sentences
+        self.pools = None if pools is None else (tuple(pools[0]), tuple(pools[1]))
         self.lead = leading_special_tokens(tokenizer)
         self.max_positions = max_positions
         self.kv_shape = (kv_heads, head_dim)
@@ -162,11 +165,15 @@ class SentencePrompts:
         if len(self.past_names) != 2 * layers:
             raise ValueError(f"{len(self.past_names)} past names for {layers} layers")
 
+    def pool(self, seed: int) -> tuple[str, ...]:
+        """The texts a prompt for ``seed`` is cut from."""
+        return pool(seed) if self.pools is None else self.pools[is_calibration(seed)]
+
     def _running_text(self, first: int, length: int, seed: int) -> list[int]:
         """At least ``length`` token ids of the seed's pool's sentences from ``first`` on, as one text."""
         key = (is_calibration(seed), first)
         if len(self._texts.get(key, ())) < length:
-            rows = pool(seed)
+            rows = self.pool(seed)
             text = " ".join(rows[first:] + rows[:first])
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             if not ids:
@@ -181,13 +188,13 @@ class SentencePrompts:
         limit = None if self.max_positions is None else self.max_positions - EXAMPLE_TOKENS
         if length < 1 or length <= len(self.lead) or (limit is not None and length > limit):
             raise ValueError(f"prompt length {length}; expected {len(self.lead) + 1}..{limit or 'any'}")
-        firsts = pick(len(pool(seed)), batch, seed)
+        firsts = pick(len(self.pool(seed)), batch, seed)
         body = length - len(self.lead)
         return torch.tensor([self.lead + self._running_text(f, body, seed) for f in firsts], dtype=torch.int64)
 
     def step_inputs(self, batch: int, seed: int) -> dict[str, torch.Tensor]:
         """A decode step's inputs: EXAMPLE_TOKENS real tokens on a seeded random EXAMPLE_PAST cache."""
-        rows = [self._running_text(first, EXAMPLE_TOKENS, seed) for first in pick(len(pool(seed)), batch, seed)]
+        rows = [self._running_text(first, EXAMPLE_TOKENS, seed) for first in pick(len(self.pool(seed)), batch, seed)]
         out = {"input_ids": torch.tensor(rows, dtype=torch.int64)}
         g = torch.Generator().manual_seed(seed)
         for name in self.past_names:

@@ -125,26 +125,44 @@ def _dim_users(inputs: list[GraphInput], batch: set[str]) -> dict[str, tuple[str
     return {d: tuple(u) for d, u in users.items()}
 
 
+def listed_dims(users: Mapping[str, tuple[str, ...]], batch: Collection[str]) -> str:
+    """The graph's symbolic dims for a message: each with the input axes that use it, then the batch's."""
+    listed = "; ".join(f"{d} (used by {', '.join(u)})" for d, u in users.items())
+    listed = listed or ("none besides the batch" if batch else "none")
+    return listed + (f"; batch axis: {', '.join(sorted(batch))} (set by the batch size)" if batch else "")
+
+
+def unknown_run_dims(names: Collection[str], models: Collection[ModelSpec]) -> str | None:
+    """What is wrong with run-wide dims ``names`` (--dim): each must be a non-batch symbolic dim of
+    at least one of the run's onnx: models, or it would be ignored in silence; None when all are
+    (and when the run has no onnx: model, whose dims a config file may still hold)."""
+    files = [m for m in models if isinstance(m, OnnxFileModel)]
+    unknown = [n for n in names if not any(n in m.dim_users for m in files)]
+    if not files or not unknown:
+        return None
+    dims = " | ".join(f"{m.onnx_file.name}: {listed_dims(m.dim_users, m.batch_symbols)}" for m in files)
+    return (f"{', '.join(map(repr, unknown))} {'names' if len(unknown) == 1 else 'name'} no symbolic dim of the "
+            f"run's onnx: models (a name is matched exactly; the batch axis takes the batch size). Their dims: {dims}")
+
+
 def _dim_values(path: Path, users: Mapping[str, tuple[str, ...]], batch: set[str], dims: Mapping[str, int],
                 strict: Collection[str] = ()) -> dict[str, int]:
     """Every non-batch symbolic dim's value from ``dims``; a missing one is an error listing them all.
     Entries for other symbols are ignored (one ``dims`` serves every onnx: file of a run), except
     the names in ``strict`` (the model's own table): each must be a symbolic dim of this graph."""
-    listed = "; ".join(f"{d} (used by {', '.join(u)})" for d, u in users.items())
-    listed = listed or ("none besides the batch" if batch else "none")
-    batch_note = f"; batch axis: {', '.join(sorted(batch))} (set by the batch size)" if batch else ""
+    listed = listed_dims(users, batch)
     unknown = [k for k in strict if k not in users and k not in batch]
     if unknown:
         raise ValueError(f"{path}: dims {', '.join(map(repr, unknown))} of this model's own table "
                          f"{'is no symbolic dim' if len(unknown) == 1 else 'are no symbolic dims'} of the graph. "
-                         f"The graph's symbolic dims: {listed}{batch_note}")
+                         f"The graph's symbolic dims: {listed}")
     bad = {k: v for k, v in dims.items() if k in users and (not isinstance(v, int) or isinstance(v, bool) or v < 1)}
     if bad:
         raise ValueError(f"{path}: dims {bad}: each value must be a positive integer")
     missing = [d for d in users if d not in dims]
     if missing:
         raise ValueError(f"{path}: no value for symbolic dim(s) {', '.join(missing)}; give each as NAME=VALUE. "
-                         f"The graph's symbolic dims: {listed}{batch_note}")
+                         f"The graph's symbolic dims: {listed}")
     return {d: int(dims[d]) for d in users}
 
 
