@@ -42,6 +42,11 @@ class LatencyRecord(Timed):
     equivalence_row: str | None = None
     cosine_min: F = None
     sqnr_db_min: F = None
+    # what the case was judged by (runner/equivalence.py): the row's numbers and reason, the
+    # override's reason when it is not the policy's own row, degenerate outputs and their rule
+    tolerance: dict = field(default_factory=dict)
+    tolerance_override: str | None = None
+    degenerate_outputs: dict = field(default_factory=dict)
     flops: N = None
     gflops_per_s: F = None
     # this engine's own memory, measured alone in a subprocess (runner/memory.py)

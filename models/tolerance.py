@@ -18,6 +18,10 @@ class Tolerance:
     #: atol is a fraction of the reference's largest magnitude (the fp16/bf16 rows): a fixed atol
     #: judged resnet50 bf16 at SQNR 45.6 dB stricter than int8 at 20 dB (DESIGN.md section 4)
     atol_of_max: bool = False
+    #: the largest magnitude this precision's arithmetic cannot tell from zero at unit-scale
+    #: activations (its absolute rounding noise): a reference output no larger carries no
+    #: direction for cosine or SQNR to judge (DESIGN.md section 4, "degenerate references")
+    zero_floor: float | None = None
 
     def __post_init__(self) -> None:
         if (self.atol is None) != (self.rtol is None):

@@ -57,6 +57,7 @@ def test_latency(case, run_session, matrix_options, benchmark):
         "cosine_min": min(o.cosine for o in report.outputs),
         # JSON has no Infinity: an exact match (no noise at all) is recorded as null
         "sqnr_db_min": _finite(min(o.sqnr_db for o in report.outputs)),
+        **{k: v for k, v in report.figures().items() if k in ("tolerance", "tolerance_override", "degenerate_outputs")},
         # achieved, like throughput: FLOPs per call over the mean seconds per call
         "flops": flops, "gflops_per_s": (flops / summary["mean_s"] / 1e9) if flops else None,
         **interference,

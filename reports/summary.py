@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .charts import speedup_table
+from .checks_section import checks_section
 from .history import number
 from .int8_schemes import notices, scheme_section
 from .memory_charts import memory_section
@@ -111,6 +112,7 @@ def summary_markdown(latest: pd.DataFrame, runs_read: int, charts: list[str],
     for machine, sub in table.groupby("machine", sort=True):
         lines += [f"## Machine: {machine}", ""] + _machine_section(sub) + [""]
     lines += scheme_section(table, checks if checks is not None else pd.DataFrame())
+    lines += checks_section(checks if checks is not None else pd.DataFrame())
     lines += memory_section(latest)
     lines += notices(latest)
     lines += ["## Charts", ""] + [f"![{c}]({c})" for c in charts]
