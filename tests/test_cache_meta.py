@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infermatrix.engines.cache import META, CorruptEntryWarning, EngineCache, EntryMeta, cache_key
+from infermatrix.engines.cache import META, CorruptEntryWarning, EngineCache, cache_key
 
 # a non-ASCII value: meta.json writes it as a \\u escape, whose hex digits' case is a bit flip
 # that leaves the parsed meta identical (the one kind of flip that may be accepted)
