@@ -11,12 +11,15 @@ from typing import Any
 from .builtin import register_builtin_models
 from .registry import MODELS, get_model
 from .sources import registered_source, resolve
+from .user_inputs import attach_inputs
 
 
 def model_handoff(name: str) -> dict[str, Any]:
     """What :func:`register_handed_off` needs in the other process (JSON-serialisable)."""
     module, root = _registering_module(get_model(name).factory)
-    return {"model": name, "source": registered_source(name), "model_module": module, "model_root": root}
+    inputs = get_model(name).inputs_file  # the user's own inputs: the child measures on the same data
+    return {"model": name, "source": registered_source(name), "model_module": module, "model_root": root,
+            "inputs": str(inputs) if inputs is not None else None}
 
 
 def register_handed_off(req: dict[str, Any]) -> None:
@@ -28,6 +31,8 @@ def register_handed_off(req: dict[str, Any]) -> None:
     if req["model"] not in MODELS and req.get("model_module"):
         sys.path.insert(0, req["model_root"])
         importlib.import_module(req["model_module"])
+    if req["model"] in MODELS and req.get("inputs") and get_model(req["model"]).inputs_file is None:
+        attach_inputs(req["model"], req["inputs"])
     if req["model"] not in MODELS:
         raise LookupError(f"model {req['model']!r} is not registered in a fresh interpreter (registered at run "
                           "time, e.g. in a conftest.py hook), so it cannot be measured in a process of its own")

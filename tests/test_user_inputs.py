@@ -246,3 +246,21 @@ def test_a_dotted_dim_name_in_toml_is_told_to_be_quoted(tmp_path):
     quoted = tmp_path / "quoted.toml"
     quoted.write_text('dims = { "p2o.DynamicDimension.0" = 640 }\n')
     assert dict(build(tmp_path, config=str(quoted)).settings["dims"]) == {"p2o.DynamicDimension.0": 640}
+
+
+def test_a_child_process_measures_on_the_users_inputs_too(tmp_path, registry):
+    """The per-engine memory child and a cold start register the model again from its handoff:
+    the user's inputs go with it, so the child runs the same data."""
+    from infermatrix.models.handoff import model_handoff, register_handed_off
+    fresh = get_model("tiny-cnn")   # what a fresh interpreter registers: the built-in model, no inputs
+    shape = get_model("tiny-cnn").inputs(1, 0)["pixel_values"].shape[1:]
+    data = tmp_path / "cnn.npz"
+    np.savez(data, pixel_values=np.random.default_rng(2).normal(size=(4, *shape)).astype(np.float32))
+    attach_inputs("tiny-cnn", data)
+    handoff = model_handoff("tiny-cnn")
+    assert handoff["inputs"] == str(data.resolve())
+    MODELS["tiny-cnn"] = fresh
+    register_handed_off(handoff)
+    assert get_model("tiny-cnn").inputs_file == data.resolve()
+    assert torch.equal(get_model("tiny-cnn").inputs(1, 0)["pixel_values"],
+                       torch.from_numpy(np.load(data)["pixel_values"][:1]))
