@@ -83,9 +83,9 @@ def materialize(step: Step, store: Callable[..., Path] | None, scratch: Path | N
         src = materialize(step.parent, store, scratch) if step.parent is not None else None
         # every temporary file of the step's tools lives in the entry's own folder and goes with
         # it (build_folder: the cwd and tempfile's dir); paths absolute, as the cwd changes
-        out = out.resolve()
+        out, model = out.resolve(), src.model.resolve() if src else None
         with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp, build_folder(Path(tmp)):
-            done = step.build(src.model.resolve() if src else None, out / MODEL, Path(tmp))
+            done = step.build(model, out / MODEL, Path(tmp))
         before = dict(src.record) if src else {}
         record = {**before, **done, "steps": [*before.get("steps", ()), step.kind], "stage_key": step.key[:16]}
         (out / RECORD).write_text(json.dumps(record, indent=1, default=str))

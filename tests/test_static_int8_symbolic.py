@@ -181,3 +181,19 @@ def test_a_graph_symbolic_inference_completes_on_keeps_the_symbolic_step(tmp_pat
     record = quantize("static", src, tmp_path / "int8.onnx", work, batches)
     assert record["shape_inference"] == {"used": "symbolic"}
     assert record["int8_ops"]["QuantizeLinear"] > 0
+
+
+def test_the_fallback_quantizes_as_much_as_symbolic_inference_on_fixed_dims(detector, tmp_path):
+    """ONNX's shape inference loses no quantized tensor here: with every dim fixed (the batch too)
+    symbolic inference completes, and its graph has no more Q/DQ pairs than the fallback's."""
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(_fixed(detector, {DIMS[0]: 2, **GIVEN}), str(fixed))
+    batches = [{"x": np.random.default_rng(i).standard_normal((2, 3, 32, 32)).astype(np.float32)} for i in range(3)]
+    records = {}
+    for name, src in (("symbolic", fixed), ("fallback", detector)):
+        (tmp_path / name).mkdir()
+        records[name] = quantize("static_per_channel", src, tmp_path / f"{name}.int8.onnx", tmp_path / name, batches)
+    assert records["symbolic"]["shape_inference"] == {"used": "symbolic"}
+    assert records["fallback"]["shape_inference"]["used"] == "onnx"
+    for op in ("QuantizeLinear", "DequantizeLinear"):
+        assert records["fallback"]["int8_ops"][op] >= records["symbolic"]["int8_ops"][op] > 0, records
