@@ -77,6 +77,8 @@ class LatencyRecord(Timed):
     engine_settings: dict = field(default_factory=dict)
     input_shapes: dict = field(default_factory=dict)
     engine_notice: str | None = None
+    #: the tool and settings that built an int8 case (NNCF, torchao, ONNX Runtime's quantizer ...)
+    int8_recipe: str | None = None
     model_note: str | None = None
 
 

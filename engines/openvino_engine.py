@@ -1,20 +1,23 @@
 """OpenVINO (optional extra ``openvino``): the shared ONNX stage's graph converted to IR, IR cached.
 
-It builds from engines/onnx_stage.py like ONNX Runtime does: the exported fp32 graph (or the
-user's ONNX file) for fp32, and the stage's static Q/DQ graph for int8, which OpenVINO's
-low-precision transformations run as int8 kernels (``details()`` counts the layers that ran
-in u8/i8). Measured on a Xeon with AMX (OpenVINO 2026.4, batch 1 and 8, vs PyTorch eager
-fp32): tiny-cnn static 45.7-46.2 dB SQNR / cosine 0.99999, static_per_channel 44.8-46.6 dB;
-resnet18 static 33.7-33.8 dB / 0.9998, static_per_channel 35.2-35.3 dB / 0.99985; every
-convolution and fully connected layer ran in u8/i8 (3 of 3, 21 of 21), and the figures match
-ONNX Runtime's on the same graph within 0.1 dB.
+fp32 converts the exported graph (or the user's ONNX file). int8 is built the way OpenVINO's
+users build it, with NNCF on that converted fp32 model (engines/openvino_int8.py: its
+``static_per_channel`` is NNCF's default, ``static`` forces per-tensor weight scales; the
+transformer model type where the model has transformer hints). It no longer converts the
+stage's ONNX Runtime Q/DQ graph: that graph quantizes the unfused export, which cost a real
+8-layer BERT its accuracy (cosine 0.18 where ONNX Runtime's own run of it kept 0.9987).
+``details()`` names the recipe (``int8_recipe``) and counts the layers that ran in u8/i8.
 
-The other schemes stay ONNX Runtime's. Dynamic graphs (DynamicQuantizeLinear with
-MatMulInteger / ConvInteger) convert and pass, but OpenVINO runs their matmuls and
-convolutions in f32 (measured: 0 of 3 layers on tiny-cnn, 0 of 14 on tiny-bert), so an "int8"
-row would not be int8. weight_only (MatMulNBits) did run as u8-compressed FullyConnected
-(14 of 14 on tiny-bert, 36.9 dB), but it is the decoders' scheme and this engine runs no
-decoder (no dynamic_shapes).
+Measured on this machine's AMD EPYC (2 shared cores, so no speed is claimed), cosine / SQNR vs
+PyTorch fp32 at bs8, NNCF vs the old shared Q/DQ graph: tiny-cnn 0.99995 / 40.0 dB vs 0.99999 /
+46.6 dB; resnet18 0.99989 / 36.4 dB vs 0.99986 / 35.3 dB (21 of 21 layers in int8); tiny-bert
+(static, TRANSFORMER) 0.972 / 12.0 dB vs 0.999 / 26.9 dB, below the int8 policy, as NNCF's
+SmoothQuant on random weights costs it (0.9915 without); the seeded mobilenet_v2 all zeros, its
+activations below NNCF's smallest scale (refused at build, openvino_int8.collapse_problem).
+
+The other schemes stay ONNX Runtime's: OpenVINO ran the dynamic graphs' matmuls in f32 (0 of 14
+layers on tiny-bert), so an "int8" row would not be int8, and weight_only is the decoders' scheme
+while this engine runs no decoder (no dynamic_shapes).
 
 Every row pins ``INFERENCE_PRECISION_HINT=f32``: without it OpenVINO's CPU plugin silently
 runs in bf16/fp16 where the hardware has it, and an fp32 row would not be fp32 at all (nor
@@ -22,6 +25,7 @@ the non-quantized layers of an int8 row what the graph says).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,8 +33,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import onnx_stage
-from .base import BuildSpec, Engine, Outputs
+from . import onnx_stage, openvino_int8
+from .base import BuildSpec, Engine, EngineUnavailable, Outputs
+from .cache import cache_key
 
 ARTIFACT = "model.xml"
 RECORD = "build.json"  # what the ONNX stage did, reported as onnx_* like ONNX Runtime does
@@ -48,37 +53,56 @@ class OpenVinoEngine(Engine):
     requires: ClassVar[tuple[str, ...]] = ("torch", "onnx", "onnxruntime", "openvino")
     runtime_modules: ClassVar[tuple[str, ...]] = ("openvino",)
     gpu_memory: ClassVar[str] = "process"  # its own device allocator
-    artifact_libraries: ClassVar[tuple[str, ...]] = (*onnx_stage.STAGE_LIBRARIES, "openvino")
+    artifact_libraries: ClassVar[tuple[str, ...]] = (*onnx_stage.STAGE_LIBRARIES, "openvino", "nncf")
     consumes: ClassVar[frozenset[str]] = frozenset({"torch", "onnx"})
-    int8_schemes: ClassVar[frozenset[str]] = frozenset({"static", "static_per_channel"})
-    # measured on the AMX Xeon, 2026-11-25: resnet18/50 pass (15-16x over eager at bs1), but the
-    # random-weight mobilenet_v2 (cosine 0.80) and the pretrained all-MiniLM-L6-v2 (0.46) fail on
-    # graphs ONNX Runtime runs within the int8 row: measured on request, not in every default run
-    int8_only_when_asked: ClassVar[str | None] = (
-        "its static int8 failed the policy on mobilenet_v2 (cosine 0.80) and all-MiniLM-L6-v2 (0.46) here, "
-        "where ONNX Runtime passes on the same graph")
+    int8_schemes: ClassVar[frozenset[str]] = openvino_int8.SCHEMES
     # no dynamic_shapes: the IR is converted with fixed feature dims and run through one
     # preallocated infer request; a decoder's growing KV cache is not wired here
 
     @classmethod
     def build_recipe(cls) -> dict[str, Any]:
-        return {"onnx_stage": onnx_stage.recipe(), "feature_dims": "fixed from the example inputs"}
+        return {"onnx_stage": onnx_stage.recipe(), "feature_dims": "fixed from the example inputs",
+                "int8": openvino_int8.RECIPE}
+
+    def _availability_problem_impl(self) -> str | None:
+        if self.precision == "int8" and importlib.util.find_spec("nncf") is None:
+            return "OpenVINO int8 is built with NNCF, which is not installed (pip install 'infermatrix[openvino]')"
+        return super()._availability_problem_impl()
 
     def _upstream_key_impl(self, spec: BuildSpec) -> str | None:
-        return onnx_stage.plan(spec, self.precision).key
+        source = onnx_stage.plan(spec, "fp32").key
+        if self.precision != "int8":
+            return source
+        # NNCF calibrates on the spec's batches: their bytes, like the source graph, key the IR
+        return cache_key({"source": source, "calibration": openvino_int8.digest(self._calibration(spec)),
+                          "transformer": spec.transformer is not None})
+
+    @staticmethod
+    def _calibration(spec: BuildSpec) -> list[dict[str, np.ndarray]]:
+        return openvino_int8.samples(spec.calibration() if spec.calibration is not None else ())
 
     def _build_impl(self, spec: BuildSpec, workdir: Path) -> None:
         import openvino as ov
-        with onnx_stage.open_stage(onnx_stage.plan(spec, self.precision), spec.store, workdir) as built:
+        # int8 too starts from the fp32 source graph: NNCF quantizes the ov.Model itself
+        with onnx_stage.open_stage(onnx_stage.plan(spec, "fp32"), spec.store, workdir) as built:
             model = ov.convert_model(str(built.model))
             # keep the graph's batch axis (dynamic, or a file's fixed 1); pin the feature dims
             # to the spec's, so the CPU plugin compiles for one shape rather than any
             model.reshape({n: ov.PartialShape([model.input(n).get_partial_shape()[0],
                                                *spec.example_inputs[n].shape[1:]])
                            for n in spec.input_names})
+            record = dict(built.record)
+            if self.precision == "int8":
+                items = self._calibration(spec)
+                fp32, model = model, openvino_int8.quantize(model, spec.int8_scheme, items,
+                                                            transformer=spec.transformer is not None)
+                collapsed = openvino_int8.collapse_problem(fp32, model, items)
+                if collapsed:
+                    raise EngineUnavailable(collapsed)
+                record["int8_recipe"] = openvino_int8.label(spec.int8_scheme, spec.transformer is not None)
             # compress_to_fp16=False: the default would store fp16 weights in an "fp32" artifact
             ov.save_model(model, str(workdir / ARTIFACT), compress_to_fp16=False)
-        (workdir / RECORD).write_text(json.dumps(built.record, indent=1))
+        (workdir / RECORD).write_text(json.dumps(record, indent=1))
 
     def _load_impl(self, workdir: Path, spec: BuildSpec) -> None:
         import openvino as ov
@@ -91,8 +115,9 @@ class OpenVinoEngine(Engine):
         self._inputs = [(n, self._compiled.input(n)) for n in spec.input_names]
         self._outputs = [(n, self._compiled.output(n)) for n in spec.output_names]
         record = json.loads((workdir / RECORD).read_text())
+        recipe = record.pop("int8_recipe", None)
         self._facts = {**{f"onnx_{k}": v for k, v in record.items()},
-                       **(self._runtime_facts() if self.precision == "int8" else {})}
+                       **({"int8_recipe": recipe, **self._runtime_facts()} if self.precision == "int8" else {})}
 
     def _runtime_facts(self) -> dict[str, Any]:
         """How many compute layers OpenVINO runs in int8 (u8/i8) out of how many."""
