@@ -9,7 +9,7 @@ entry, rebuilt with a warning. The entry also records how long the cold compile 
 writes lock files and markers as it reads, and a shared cache may be read-only) and recompiles
 against them, recording that time separately. Latency is only measured after both, never
 including a compile. Inductor's FX graph cache entries are pickles and its kernels are code that
-torch loads and runs: the checksums make sure only what this cache wrote is loaded.
+torch loads and runs: the checksums make sure a damaged file is rebuilt, never loaded.
 
 ``torch_compile_cudagraphs`` is the same with ``mode="reduce-overhead"``: inductor records the
 graph once as a CUDA graph and replays it, which removes the per-kernel launch cost that
@@ -46,15 +46,19 @@ def inductor_cache(directory: Path) -> Iterator[None]:
     """Inductor (and Triton) read and write their on-disk cache in ``directory`` for the duration;
     their in-memory caches are cleared on the way in, so a compile this process did before cannot
     stand in for the files (a rebuild writes every file again), and on the way out."""
-    from torch._inductor.utils import clear_caches
     old = {k: os.environ.get(k) for k in _CACHE_ENV}
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
-    os.environ["TRITON_CACHE_DIR"] = str(directory / "triton")
-    clear_caches()
+    clear_caches = None
     try:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
+        os.environ["TRITON_CACHE_DIR"] = str(directory / "triton")
+        # imported only now: importing torch._dynamo creates the cache folder the environment
+        # names, which must be this one (the process-wide one may sit in a read-only cache)
+        from torch._inductor.utils import clear_caches
+        clear_caches()
         yield
     finally:
-        clear_caches()
+        if clear_caches is not None:
+            clear_caches()
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
