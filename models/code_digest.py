@@ -73,7 +73,11 @@ def _globals_files(module_file: str, module_name: str) -> Iterable[str]:
     if mod is None or getattr(mod, "__file__", None) is None or os.path.abspath(mod.__file__) != module_file:
         return ()
     found = []
-    for value in list(vars(mod).values()):
+    for name, value in list(vars(mod).items()):
+        # a name the source can write: pytest's assertion rewriting adds "@py_builtins" and
+        # "@pytest_ar" to a test module's globals, which a fresh interpreter's import lacks
+        if not name.isidentifier() or name.startswith("__"):
+            continue
         if isinstance(value, ModuleType) or inspect.isclass(value) or inspect.isfunction(value):
             path = _source_file(value)
             if path is not None:

@@ -21,7 +21,8 @@ from infermatrix.core.schema import Case
 from infermatrix.engines import get_engine
 from infermatrix.engines.cache import EngineCache, cache_key
 from infermatrix.models.code_digest import code_digest, code_files
-from infermatrix.models.registry import ModelSpec, get_model, register_model, weights_digest
+from infermatrix.models.handoff import model_handoff
+from infermatrix.models.registry import MODELS, ModelSpec, get_model, register_model, weights_digest
 from infermatrix.runner.session import RunSession
 
 PLAIN = """
@@ -174,10 +175,30 @@ def test_torch_own_files_are_not_read():
     assert not [f for f in files if f.startswith(torch_dir)]
 
 
-def test_the_digest_is_the_same_in_a_fresh_interpreter():
-    """The memory child (runner/memory.py) digests its own module and compares with the entry's key."""
-    here = weights_digest("tiny-cnn")
-    code = ("import json; from infermatrix.models.builtin import register_builtin_models; register_builtin_models(); "
-            "from infermatrix.models.registry import weights_digest; print(json.dumps(weights_digest('tiny-cnn')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+class Doubler(torch.nn.Module):
+    """A model defined in this (pytest-rewritten) test module, as a user's conftest would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return 2 * self.fc(x)
+
+
+if "codekey-doubler" not in MODELS:
+    register_model(ModelSpec("codekey-doubler", Doubler, Commits.inputs, ("x",), ("logits",), int8_scheme="dynamic"))
+
+
+@pytest.mark.parametrize("model", ["tiny-cnn", "codekey-doubler"])
+def test_the_digest_is_the_same_in_a_fresh_interpreter(model):
+    """The memory child (runner/memory.py) registers the model as handed off, digests its own
+    module and compares with the entry's key: pytest's assertion rewriting of the module that
+    defines the model (names it adds to the module's globals) must not change the digest."""
+    here = weights_digest(model)
+    code = ("import json, sys; from infermatrix.models.handoff import register_handed_off; "
+            "register_handed_off(json.loads(sys.argv[1])); "
+            "from infermatrix.models.registry import weights_digest; print(json.dumps(weights_digest(sys.argv[2])))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(model_handoff(model)), model],
+                         capture_output=True, text=True, timeout=300, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == here
