@@ -96,7 +96,7 @@ def test_a_failed_step_leaves_no_half_written_entry(tiny_cnn, tmp_path):
         materialize(Truncating(export), cache.store)
     (entry,) = entries(cache)                                   # the export finished and stays
     meta, problem = cache.verify(entry)
-    assert problem is None and meta["key"] == export.key
+    assert problem is None and meta.key == export.key
     assert not [p for p in (cache.root / onnx_stage.KIND).iterdir() if p.name.startswith(STAGE_PREFIX)]
     # the export is reused, not rebuilt, when the next step is asked for again
     assert materialize(export, cache.store).model == entry / onnx_stage.MODEL
