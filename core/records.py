@@ -36,6 +36,7 @@ class LatencyRecord(Timed):
     rounds: N = None
     warmup_rounds: N = None
     artifact_bytes: N = None
+    artifact_sha256: str | None = None   # equal in two cases: byte-identical artifacts (one result)
     build_seconds: F = None
     built_this_run: bool | None = None
     equivalence: str | None = None

@@ -220,7 +220,12 @@ class Engine(EngineCapabilities, ABC):
     def details(self) -> dict[str, Any]:
         """Engine-specific facts for a benchmark's extra_info (exporter, compile times ...)."""
         self._check_loaded("details")
-        return dict(self._details_impl())
+        facts = dict(self._details_impl())
+        if self.precision == "int8" and "onnx_int8_scheme" in facts:
+            # an engine that runs the shared ONNX stage's int8 graph (ONNX Runtime, TensorRT); NNCF
+            # (OpenVINO) and torchao (torch) name their own recipe in _details_impl
+            facts.setdefault("int8_recipe", f"ONNX Runtime quantizer, shared ONNX graph ({facts['onnx_int8_scheme']})")
+        return facts
 
     def close(self) -> None:
         if not self._closed:

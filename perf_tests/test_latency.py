@@ -65,10 +65,7 @@ def test_latency(case, run_session, matrix_options, benchmark):
     if gpu is not None:  # after the rounds: the "after" snapshot, GPU compute time, the energy window
         figures.update(gpu.finish(samples, summary[NOTES_KEY], case.batch_size))
     figures.update(engine.details())
-    if case.precision == "int8" and "onnx_int8_scheme" in figures:
-        # the engines that run the shared ONNX stage's int8 graph (ONNX Runtime, TensorRT) say so here;
-        # OpenVINO (NNCF) and torch (torchao) name their own recipe in details()
-        figures.setdefault("int8_recipe", f"ONNX Runtime quantizer, shared ONNX graph ({figures['onnx_int8_scheme']})")
+    figures["artifact_sha256"] = loaded.entry.artifact_sha256  # equal digests: the same artifact ran
     figures["engine_settings"] = engine.settings()  # typed settings (provider options, TF32 ...), also in the cache key
     figures["input_shapes"] = run_session.input_shapes(case)  # {name: [dims]}: a seq-128 and a seq-64 run differ here
     figures["engine_notice"] = engine.notice_text()  # e.g. a deprecated API the engine measures: said once in the summary

@@ -49,15 +49,17 @@ def scheme_section(latest: pd.DataFrame, checks: pd.DataFrame) -> list[str]:
         newest = (group.sort_values(["datetime", "path"], kind="stable")
                   .groupby(["engine", "int8_scheme", "batch_size", "device"]).tail(1))
         lines += [f"### {model} ({machine})", "",
-                  "| engine | scheme | batch | cosine | SQNR | top-1 | verdict | p50 | speedup |",
-                  "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+                  "| engine | scheme | built by | batch | cosine | SQNR | top-1 | verdict | p50 | speedup |",
+                  "|---|---|---|---:|---:|---:|---:|---|---:|---:|"]
         best: dict = {}  # batch size -> (noisy, p50, check, speedup): schemes compete at one batch size
         for _, c in newest.sort_values(["batch_size", "engine", "int8_scheme"]).iterrows():
             row = timed[(timed["path"] == c["path"]) & (timed["case"] == c["id"])]
             p50 = row["p50_s"].iloc[0] if not row.empty else None
             speedup = row["speedup"].iloc[0] if not row.empty and "speedup" in row else None
             verdict = c["equivalence"] if c["equivalence"] == "pass" else f"**{c['equivalence']}**"
-            lines.append(f"| {c['engine']} | {c['int8_scheme']} | {c['batch_size']} | {_fmt(c['cosine_min'], '.5f')} | "
+            recipe = c.get("int8_recipe") if isinstance(c.get("int8_recipe"), str) else "n/a"
+            lines.append(f"| {c['engine']} | {c['int8_scheme']} | {recipe} | {c['batch_size']} | "
+                         f"{_fmt(c['cosine_min'], '.5f')} | "
                          f"{_fmt(c['sqnr_db_min'], '.1f', ' dB')} | {_fmt(c.get('top1_min'), '.3f')} | {verdict} | "
                          f"{_fmt(None if p50 is None else p50 * 1e3, '.3f', ' ms')} | {_fmt(speedup, '.2f', '×')} |")
             batch = c["batch_size"]
@@ -68,6 +70,7 @@ def scheme_section(latest: pd.DataFrame, checks: pd.DataFrame) -> list[str]:
                     batch not in best or ((noisy is not None), p50) < ((best[batch][0] is not None), best[batch][1])):
                 best[batch] = (noisy, p50, c, speedup)
         lines.append("")
+        lines += same_artifacts(newest)
         for batch, (noisy, p50, c, speedup) in sorted(best.items()):
             lines.append(f"Fastest passing int8 scheme for **{model}** at batch {batch}: {c['engine']} "
                          f"`{c['int8_scheme']}` (p50 {p50 * 1e3:.3f} ms, {_fmt(speedup, '.2f', '×')} over its reference)"
@@ -79,6 +82,21 @@ def scheme_section(latest: pd.DataFrame, checks: pd.DataFrame) -> list[str]:
             lines.append(f"No int8 scheme passes the equivalence policy for **{model}**{closest}.")
         lines.append("")
     return lines
+
+
+def same_artifacts(checks: pd.DataFrame) -> list[str]:
+    """Schemes of one engine and batch that built byte-identical artifacts (``artifact_sha256``):
+    one result under two names, said so rather than read as two measurements."""
+    if "artifact_sha256" not in checks:
+        return []
+    lines = []
+    known = checks[[isinstance(d, str) and bool(d) for d in checks["artifact_sha256"]]]
+    for (engine, batch, device, _), group in known.groupby(["engine", "batch_size", "device", "artifact_sha256"]):
+        schemes = sorted(set(group["int8_scheme"]))
+        if len(schemes) > 1:
+            lines.append(f"Same graph: {' and '.join(f'`{x}`' for x in schemes)} built byte-identical {engine} "
+                         f"artifacts at batch {batch} on {device}; one result, listed under each scheme.")
+    return lines + ([""] if lines else [])
 
 
 def notices(latest: pd.DataFrame) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from infermatrix.engines import ENGINES, get_engine
 from infermatrix.engines.base import EngineUnavailable
@@ -12,6 +13,8 @@ from infermatrix.engines.cache import EngineCache
 from infermatrix.runner.session import RunSession
 from infermatrix.commands.main import main as reports_main
 from infermatrix.core.schema import Case
+from infermatrix.models.registry import MODELS, ModelSpec
+from infermatrix.models.zoo import IMAGE, image_inputs
 
 from tests.runs import bench, write_run
 
@@ -94,8 +97,52 @@ def test_summary_names_the_fastest_passing_scheme_and_shows_failed_ones(tmp_path
     assert reports_main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
     summary = (tmp_path / "out" / "summary.md").read_text()
     section = summary.split("## int8 schemes", 1)[1]
-    assert "| onnxruntime | dynamic | 1 | 0.90000 | 6.8 dB | n/a | **fail** | n/a | n/a |" in section
+    assert "| onnxruntime | dynamic | n/a | 1 | 0.90000 | 6.8 dB | n/a | **fail** | n/a | n/a |" in section
     assert "Fastest passing int8 scheme for **enc** at batch 1: onnxruntime `static_per_channel`" in section
     assert "3.33×" in section  # 10 ms eager / 3 ms, both from the one run file
     assert "No int8 scheme passes the equivalence policy for **cnn**" in section
     assert "enc-onnxruntime-int8-static_per_channel-bs1-cpu" in summary  # distinct cases in the tables
+
+
+class AllConv(torch.nn.Module):
+    """Convolutions only, no Linear head: the per-channel flag of ONNX Runtime's dynamic quantizer
+    changes nothing (ConvInteger has one weight zero point)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(8, 10, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
+                                        torch.nn.Flatten())
+
+    def forward(self, pixel_values):
+        return self.body(pixel_values)
+
+
+def test_schemes_that_built_the_same_artifact_are_said_to_be_one_result(tmp_path, monkeypatch):
+    """dynamic and dynamic_per_channel on a convolutional model build the same graph (issue 16 item 7)."""
+    monkeypatch.setitem(MODELS, "allconv", ModelSpec("allconv", AllConv, image_inputs(16), IMAGE))
+    session = RunSession(EngineCache(tmp_path / "cache"))
+    try:
+        checks = {s: session.equivalence(Case("allconv", "onnxruntime", "int8", 1, "cpu", s))
+                  for s in ("dynamic", "dynamic_per_channel", "static_per_channel")}
+        records = {r["int8_scheme"]: r for r in session.equivalence_records()}
+    finally:
+        session.close()
+    assert all(c.passed for c in checks.values())
+    digests = {s: r["artifact_sha256"] for s, r in records.items()}
+    assert digests["dynamic"] == digests["dynamic_per_channel"] != digests["static_per_channel"]
+    assert records["dynamic"]["int8_recipe"] == "ONNX Runtime quantizer, shared ONNX graph (dynamic)"
+
+    run = write_run(tmp_path / "runs" / "0001_a.json", [bench(model="allconv", median=10e-3)])
+    data = json.loads(run.read_text())
+    data["infermatrix_equivalence"] = [
+        {**_check("allconv", "onnxruntime", s, "pass", 0.9999, 40.0), "artifact_sha256": digests[s],
+         "int8_recipe": records[s]["int8_recipe"]} for s in digests]
+    run.write_text(json.dumps(data))
+    assert reports_main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    section = (tmp_path / "out" / "summary.md").read_text().split("## int8 schemes", 1)[1]
+    assert ("Same graph: `dynamic` and `dynamic_per_channel` built byte-identical onnxruntime artifacts at batch 1 "
+            "on cpu; one result, listed under each scheme.") in section
+    assert "static_per_channel` built" not in section
+    assert "| onnxruntime | dynamic | ONNX Runtime quantizer, shared ONNX graph (dynamic) | 1 |" in section
