@@ -25,8 +25,10 @@ the non-quantized layers of an int8 row what the graph says).
 """
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -100,8 +102,7 @@ class OpenVinoEngine(Engine):
                 if collapsed:
                     raise EngineUnavailable(collapsed)
                 record["int8_recipe"] = openvino_int8.label(spec.int8_scheme, spec.transformer is not None)
-            # compress_to_fp16=False: the default would store fp16 weights in an "fp32" artifact
-            ov.save_model(model, str(workdir / ARTIFACT), compress_to_fp16=False)
+            save_ir(model, workdir / ARTIFACT)
         (workdir / RECORD).write_text(json.dumps(record, indent=1))
 
     def _load_impl(self, workdir: Path, spec: BuildSpec) -> None:
@@ -153,3 +154,21 @@ class OpenVinoEngine(Engine):
 
     def _close_impl(self) -> None:
         self._compiled = None
+
+
+def save_ir(model: Any, path: Path) -> None:
+    """``ov.save_model`` with a full disk said as one: OpenVINO reports any failed write as
+    "basic_ios::clear: iostream error" (measured on a 64 KiB tmpfs)."""
+    import openvino as ov
+    try:
+        # compress_to_fp16=False: the default would store fp16 weights in an "fp32" artifact
+        ov.save_model(model, str(path), compress_to_fp16=False)
+    except RuntimeError as exc:
+        if "iostream error" not in str(exc):
+            raise
+        free = shutil.disk_usage(path.parent).free
+        need = sum(op.get_byte_size() for op in model.get_ops() if op.get_type_name() == "Constant")
+        if free < need + (1 << 20):
+            raise OSError(errno.ENOSPC, f"no space left on {path.parent}: OpenVINO could not write {path.name} "
+                                        f"(about {need} bytes of weights, {free} bytes free)") from exc
+        raise OSError(errno.EIO, f"OpenVINO could not write {path} ({exc}; {free} bytes free)") from exc
