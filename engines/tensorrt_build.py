@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from . import onnx_stage
+from .onnx_prepare import prepare
 from .onnx_quantize import CALIBRATED, RECIPES, CalibrationReader, int8_ops
+from .onnx_shapes import build_folder, preprocess_for_static
 from .onnx_steps import Quantize, Step
 from .spec import BuildSpec
 from .tensorrt_plan import BuildChoice, driver_from_proc, profile_shapes
@@ -65,21 +67,27 @@ class SymmetricQuantize(Quantize):
 
     def build(self, src: Path | None, dst: Path, tmp: Path) -> dict[str, Any]:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
         recipe = SYMMETRIC_RECIPES[self.scheme]
-        pre = tmp / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
-        # with symmetric activations ONNX Runtime keeps Relu/Clip in the graph (it folds them into
-        # the quantization range only for asymmetric ones), which TensorRT fuses itself
-        quantize_static(str(pre), str(dst), CalibrationReader(self._batches),
-                        quant_format=QuantFormat[recipe["format"]], per_channel=recipe["per_channel"],
-                        activation_type=QuantType[recipe["activation_type"]],
-                        weight_type=QuantType[recipe["weight_type"]],
-                        calibrate_method=CalibrationMethod[recipe["calibrate_method"]],
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                       "QuantizeBias": recipe["quantize_bias"]})
-        return {"int8_scheme": self.scheme, "int8_zero_points": "0 (symmetric int8, TensorRT's form)",
-                "int8_ops": int8_ops(dst)}
+        record: dict[str, Any] = {"int8_scheme": self.scheme, "int8_zero_points": "0 (symmetric int8, TensorRT's form)"}
+        # the stage's own preparation: folded weights, opset 13 for per-channel Q/DQ, ONNX's shape
+        # inference where the symbolic one gives up, temporary files in the build's folder
+        src, dst, tmp = Path(src).resolve(), Path(dst).resolve(), Path(tmp).resolve()
+        with build_folder(tmp):
+            prepared = prepare(src, tmp / "prepared.onnx", fold=recipe["fold_weights"],
+                               min_opset=recipe.get("min_opset", 0))
+            record.update(prepared.record)
+            pre = tmp / "pre.onnx"
+            record["shape_inference"] = preprocess_for_static(tmp / "prepared.onnx", pre, tmp)
+            # with symmetric activations ONNX Runtime keeps Relu/Clip in the graph (it folds them into
+            # the quantization range only for asymmetric ones), which TensorRT fuses itself
+            quantize_static(str(pre), str(dst), CalibrationReader(self._batches),
+                            quant_format=QuantFormat[recipe["format"]], per_channel=recipe["per_channel"],
+                            activation_type=QuantType[recipe["activation_type"]],
+                            weight_type=QuantType[recipe["weight_type"]],
+                            calibrate_method=CalibrationMethod[recipe["calibrate_method"]],
+                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                           "QuantizeBias": recipe["quantize_bias"]})
+        return {**record, "int8_ops": int8_ops(dst)}
 
 
 def stage_step(spec: BuildSpec, choice: BuildChoice) -> Step:

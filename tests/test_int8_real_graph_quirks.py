@@ -232,3 +232,23 @@ def test_an_unnamed_conv_with_a_computed_weight_is_named_and_left_in_float(tmp_p
     assert [n.op_type for n in onnx.load(str(dst)).graph.node] == ["Mul", "Conv"]
     x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(_run(dst, x), _run(src, x), rtol=1e-5, atol=1e-5)   # nothing quantized
+
+
+@pytest.mark.parametrize("scheme", ["static", "static_per_channel"])
+def test_tensorrts_symmetric_graph_is_prepared_the_same_way(net, tmp_path, scheme):
+    """TensorRT's Q/DQ graph (built here with ONNX Runtime's quantizer; TensorRT itself never ran) takes
+    the stage's preparation too: an opset-12 Conv+BN graph with Constant weights used to end in
+    'Unrecognized attribute: axis' / 'Expected ... to be an initializer'."""
+    from infermatrix.engines.onnx_steps import OnnxFile
+    from infermatrix.engines.tensorrt_build import SymmetricQuantize
+    step = SymmetricQuantize(OnnxFile(net), scheme, lambda: _batches(4))
+    work, dst = tmp_path / "work", tmp_path / "int8.onnx"
+    work.mkdir()
+    record = step.build(net, dst, work)
+    assert record["weights_folded"]
+    assert (record["opset"]["converted"] == [12, 13]) if scheme == "static_per_channel" else ("kept" in record["opset"])
+    x = _batches(1, seed=7)[0]["x"]
+    got, ref = _run(dst, x), _run(net, x)
+    cos = float((got * ref).sum() / np.linalg.norm(got) / np.linalg.norm(ref))
+    assert cos > 0.99, cos
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx", "work"]
