@@ -13,6 +13,7 @@ memory child, ``infermatrix ab``'s workers (through the plugin) and bench/gpu_ch
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +36,19 @@ class ProcessPolicy:
         if self.threads:
             torch.set_num_threads(self.threads)
         if self.cache_root is not None:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(self.cache_root) / INDUCTOR_DIR)
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_dir(Path(self.cache_root)))
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = self.tf32
             torch.backends.cudnn.allow_tf32 = self.tf32
+
+
+def inductor_dir(cache_root: Path) -> Path:
+    """Inductor's scratch cache: inside ours when it can be written, else a folder of this process.
+    Importing torch._dynamo creates it, so a read-only shared cache (a CI image, a network mount)
+    would end every hf: model's build in "Read-only file system"; torch_compile's own artifacts
+    live in its entries (engines/torch_compile.py), not here."""
+    wanted = cache_root / INDUCTOR_DIR
+    if os.access(wanted if wanted.exists() else cache_root, os.W_OK):
+        return wanted
+    return Path(tempfile.mkdtemp(prefix="infermatrix-inductor-"))

@@ -75,6 +75,20 @@ def test_simulated_read_only_cache_corrupt_entry_is_a_clear_error(tmp_path, monk
     assert (entry.path / "model.bin").exists(), "the corrupt entry of a read-only cache was touched"
 
 
+def test_a_case_missing_from_a_read_only_cache_fails_without_saying_building(tmp_path, monkeypatch):
+    from infermatrix.runner.session import CaseFailed
+    session = RunSession(EngineCache(tmp_path / "cache"))
+    try:
+        session.baseline_outputs(Case("tiny-cnn", "onnxruntime", "fp32", 1, "cpu"))  # the eager baseline builds nothing
+        refuse_writes(monkeypatch)
+        with pytest.raises(CaseFailed) as info:
+            session.engine(Case("tiny-cnn", "onnxruntime", "fp32", 1, "cpu"))
+    finally:
+        session.close()
+    assert str(info.value).startswith("tiny-cnn-onnxruntime-fp32-bs1-cpu: engine cache ")
+    assert "read-only" in str(info.value) and "building" not in str(info.value)
+
+
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions (chmod)")
 def test_chmod_read_only_cache(tmp_path):
     cache = EngineCache(tmp_path / "cache")
@@ -114,6 +128,8 @@ CHILD = textwrap.dedent("""
         out["writable"] = True
     except OSError as exc:
         out["writable"] = exc.errno
+    import torch._dynamo  # noqa: F401  (creates inductor's cache folder: it must not be in the read-only cache)
+    out["inductor"] = os.environ["TORCHINDUCTOR_CACHE_DIR"]
     session = RunSession(EngineCache(root))
     for engine in ("onnxruntime", "torch_compile"):
         case = Case("tiny-cnn", engine, "fp32", 1, "cpu")
@@ -157,6 +173,7 @@ def test_read_only_mount_serves_every_entry_it_holds(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["writable"] == errno.EROFS, "the cache was not mounted read-only"
+    assert not out["inductor"].startswith(str(root)), out["inductor"]   # a folder of the process instead
     for engine in ("onnxruntime", "torch_compile"):
         assert out[engine] == {"built": False, "passed": True}, (engine, out[engine])
     assert "read-only" in out["missing"] and str(root) in out["missing"] and "is missing" in out["missing"]
