@@ -250,8 +250,9 @@ def test_an_unknown_name_in_a_models_own_dims_table_is_an_error(files, tmp_path)
                                                 r"symbolic dim of the graph\. The graph's symbolic dims: seq \(used by "
                                                 r"input_ids\[1\], attention_mask\[1\]\); batch axis: batch"):
         build(tmp_path, config=str(path))
-    # the run-wide dims may name dims of other files
-    assert build(tmp_path, models=f"onnx:{source}", dims=["seq=8", "height=3"]).matrix.models == ("fix-strict",)
+    # a run-wide --dim must name a dim of one of the run's files (issue 16 item 20)
+    with pytest.raises(pytest.UsageError, match=r"'height' names no symbolic dim of the run's onnx: models"):
+        build(tmp_path, models=f"onnx:{source}", dims=["seq=8", "height=3"])
 
 
 # ---- E: input shapes in extra_info ----
