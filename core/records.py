@@ -50,6 +50,12 @@ class LatencyRecord(Timed):
     degenerate_outputs: dict = field(default_factory=dict)
     flops: N = None
     gflops_per_s: F = None
+    # how far from the limit (runner/peak.py): this machine's GEMM peak for the case's precision on
+    # its device (int8: GOP/s), how it was measured, and gflops_per_s over it (null: the reason)
+    peak_gflops_per_s: F = None
+    peak_method: str | None = None
+    share_of_peak: F = None
+    share_of_peak_reason: str | None = None
     # this engine's own memory, measured alone in a subprocess (runner/memory.py)
     load_rss_bytes: N = None
     run_peak_rss_bytes: N = None

@@ -16,6 +16,7 @@ import pytest
 
 from infermatrix.core.records import LatencyRecord
 from infermatrix.runner.interference import HostWatch
+from infermatrix.runner.peak import case_peak, share_fields
 from infermatrix.runner.rounds import plan_rounds
 from infermatrix.scenarios.gpu_timing import CudaCase
 from infermatrix.scenarios.measure import NOTES_KEY, latency_summary
@@ -27,7 +28,7 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def test_latency(case, run_session, matrix_options, benchmark):
+def test_latency(case, run_session, matrix_options, benchmark, pytestconfig):
     loaded = run_session.engine(case)
     engine = loaded.engine
     report = run_session.equivalence(case)
@@ -70,6 +71,11 @@ def test_latency(case, run_session, matrix_options, benchmark):
     figures["input_shapes"] = run_session.input_shapes(case)  # {name: [dims]}: a seq-128 and a seq-64 run differ here
     figures["engine_notice"] = engine.notice_text()  # e.g. a deprecated API the engine measures: said once in the summary
     figures["model_note"] = run_session.model_note(case)  # e.g. "embeddings: mean-pooled over the attention mask"
+    # how far from the limit: this machine's GEMM peak for the precision, measured once per machine
+    # (cached beside the engines) after the rounds and GPU passes, so it never runs inside them
+    peak = case_peak(run_session.cache.root, case.device, case.precision, run_session.threads, tf32=run_session.tf32,
+                     recalibrate=bool(pytestconfig.getoption("recalibrate_peak", default=False)))
+    figures.update(share_fields(figures["gflops_per_s"], peak))
     # this engine's own memory, from a fresh subprocess (the test process holds every engine):
     # load_rss_bytes, run_peak_rss_bytes, gpu_peak_bytes; outside the timed region
     figures.update(engine_memory(case, loaded.entry.path, run_session.threads, cache_root=run_session.cache.root,

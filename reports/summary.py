@@ -79,22 +79,48 @@ def _host(row: pd.Series) -> str:
     return "clean" if measured else "n/a"
 
 
+def _share(row: pd.Series) -> str:
+    """The case's share of this machine's GEMM peak for its precision (runner/peak.py), or why not."""
+    extra = row.get("extra") if isinstance(row.get("extra"), dict) else {}
+    share, why = number(extra.get("share_of_peak")), extra.get("share_of_peak_reason")
+    if share is not None:
+        return f"{share:.1%}"
+    return f"n/a ({why.split(':')[0]})" if isinstance(why, str) and why else "n/a"
+
+
+def _peaks(table: pd.DataFrame) -> list[str]:
+    """One line: the calibrated peaks the machine's cases were compared to."""
+    seen: dict[tuple, str] = {}
+    for _, row in table.iterrows():
+        extra = row.get("extra") if isinstance(row.get("extra"), dict) else {}
+        peak, method = number(extra.get("peak_gflops_per_s")), extra.get("peak_method")
+        if peak is not None and isinstance(method, str):
+            unit = "GOP/s" if str(row["precision"]).startswith("int8") else "GFLOP/s"
+            seen.setdefault((row["device"], method), f"{row['device']} {peak:.1f} {unit} ({method})")
+    if not seen:
+        return []
+    return ["", "Calibrated GEMM peaks (a case's share of peak is its GFLOP/s over the peak of its precision; "
+            "int8 in GOP/s): " + "; ".join(seen[k] for k in sorted(seen)) + "."]
+
+
 def _machine_section(table: pd.DataFrame) -> list[str]:
     lines = ["| run | datetime | cases |", "|---|---|---:|"]
     for (run, when), sub in table.groupby(["run", "datetime"], sort=False):
         lines.append(f"| `{run}` | {when} | {len(sub)} |")
+    lines += _peaks(table)
     lines += ["", "### Best engine per model", "",
-              "| model | device | batch | best (passing equivalence) | p50 | speedup vs reference | run |",
-              "|---|---|---:|---|---:|---:|---|"]
+              "| model | device | batch | best (passing equivalence) | p50 | speedup vs reference | share of peak | run |",
+              "|---|---|---:|---|---:|---:|---:|---|"]
     for best in best_engines(table):
         lines.append(f"| {best['model']} | {best['device']} | {best['batch_size']} | {_best_label(best)} "
-                     f"| {_ms(best['p50_s'])} | {_speedup(best['speedup'])} | `{best['run']}` |")
-    lines += ["", "### All cases", "", "| case | p50 | p99 | throughput | speedup | equivalence | run | host |",
-              "|---|---:|---:|---:|---:|---|---|---|"]
+                     f"| {_ms(best['p50_s'])} | {_speedup(best['speedup'])} | {_share(best)} | `{best['run']}` |")
+    lines += ["", "### All cases", "",
+              "| case | p50 | p99 | throughput | speedup | share of peak | equivalence | run | host |",
+              "|---|---:|---:|---:|---:|---:|---|---|---|"]
     for _, row in table.sort_values(["model", "device", "batch_size", "engine", "precision"]).iterrows():
         tput = "n/a" if _missing(row["throughput"]) else f"{row['throughput']:.1f}/s"
         lines.append(f"| {row['case']} | {_ms(row['p50_s'])} | {_p99(row)} | {tput} | {_speedup(row['speedup'])} | "
-                     f"{row['equivalence']} | `{row['run']}` | {_host(row)} |")
+                     f"{_share(row)} | {row['equivalence']} | `{row['run']}` | {_host(row)} |")
     return lines
 
 
