@@ -34,7 +34,16 @@ class LatencyRecord(Timed):
     kind = "latency"
 
     rounds: N = None
-    warmup_rounds: N = None
+    warmup_rounds: N = None   # every untimed call before the timed rounds (the plan's and pytest-benchmark's)
+    # how the rounds were planned (runner/rounds.py) and the precision they reached: the median's
+    # CI half-width over the median (its larger side; method in median_ci_method), the target asked
+    # (None: --latency-rounds fixed the count), whether the warm-up settled (None: not checked)
+    rounds_reason: str | None = None
+    median_ci_rel: F = None
+    median_ci_method: str | None = None
+    latency_precision_target: F = None
+    warmup_settled: bool | None = None
+    warmup_s: F = None
     artifact_bytes: N = None
     artifact_sha256: str | None = None   # equal in two cases: byte-identical artifacts (one result)
     build_seconds: F = None

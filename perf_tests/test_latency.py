@@ -17,7 +17,7 @@ import pytest
 from infermatrix.core.records import LatencyRecord
 from infermatrix.runner.interference import HostWatch
 from infermatrix.runner.peak import case_peak, share_fields
-from infermatrix.runner.rounds import plan_rounds
+from infermatrix.runner.rounds import plan_rounds, precision_figures
 from infermatrix.scenarios.gpu_timing import CudaCase
 from infermatrix.scenarios.measure import NOTES_KEY, latency_summary
 from infermatrix.runner.memory import engine_memory
@@ -36,22 +36,33 @@ def test_latency(case, run_session, matrix_options, benchmark, pytestconfig):
         pytest.fail(f"not timed: outputs differ from the baseline\n{report.render()}", pytrace=False)
     prepared = engine.prepare(run_session.inputs(case))
     benchmark.group = f"{case.model}-bs{case.batch_size}-{case.device}"
-    rounds, warmup = plan_rounds(engine.run, prepared, matrix_options.latency_time, matrix_options.latency_rounds)
+    # warm-up until settled, then the rounds the median's precision needs, capped by --latency-time
+    planning = run_session.time.begin("round planning")  # where the run's time goes: runner/time_ledger.py
+    plan = plan_rounds(engine.run, prepared, matrix_options.latency_time, matrix_options.latency_rounds,
+                       precision=matrix_options.latency_precision, percentiles=matrix_options.latency_percentiles)
+    rounds, warmup = plan.rounds, plan.warmup_rounds
+    run_session.time.end(planning)
     gc.collect()
     # CUDA: NVML clocks before the rounds; GPU compute time and energy in passes after them
     # (scenarios/gpu_timing.py), so the rounds time engine.run alone on every device
     gpu = CudaCase(engine, prepared) if case.device == "cuda" else None
     host = HostWatch()  # the host's readings around the rounds: other processes' CPU, steal, load
+    timed = run_session.time.begin("timed rounds")
     benchmark.pedantic(engine.run, args=(prepared,), rounds=rounds, warmup_rounds=warmup, iterations=1)
+    run_session.time.end(timed)
     if benchmark.disabled:  # --benchmark-disable: ran once as a smoke test, nothing to record
         return
     samples = list(benchmark.stats.stats.data)
+    run_session.time.move("timed rounds", "warm-up", timed.seconds - sum(samples))  # the call's time beyond its samples
     assert len(samples) == rounds, f"expected {rounds} samples, pytest-benchmark kept {len(samples)}"
     summary = latency_summary(samples, case.batch_size)
+    # the precision reached (median_ci_rel), and why a figure is null (a p99 not asked for ...)
+    summary.update(precision_figures(samples, None if matrix_options.latency_rounds else
+                                     matrix_options.latency_percentiles, summary[NOTES_KEY]))
     interference = host.finish(samples)  # read before the GPU passes and the memory subprocess below
     flops = run_session.flops(case)
     figures = {
-        **summary, "rounds": rounds, "warmup_rounds": warmup,
+        **summary, **plan.figures(),
         "artifact_bytes": loaded.entry.artifact_bytes, "build_seconds": loaded.entry.build_seconds,
         "built_this_run": loaded.entry.built,
         "equivalence": report.status, "equivalence_row": report.row,
@@ -64,7 +75,9 @@ def test_latency(case, run_session, matrix_options, benchmark, pytestconfig):
         **interference,
     }
     if gpu is not None:  # after the rounds: the "after" snapshot, GPU compute time, the energy window
+        passes = run_session.time.begin("gpu passes")
         figures.update(gpu.finish(samples, summary[NOTES_KEY], case.batch_size))
+        run_session.time.end(passes)
     figures.update(engine.details())
     figures["artifact_sha256"] = loaded.entry.artifact_sha256  # equal digests: the same artifact ran
     figures["engine_settings"] = engine.settings()  # typed settings (provider options, TF32 ...), also in the cache key
@@ -73,12 +86,16 @@ def test_latency(case, run_session, matrix_options, benchmark, pytestconfig):
     figures["model_note"] = run_session.model_note(case)  # e.g. "embeddings: mean-pooled over the attention mask"
     # how far from the limit: this machine's GEMM peak for the precision, measured once per machine
     # (cached beside the engines) after the rounds and GPU passes, so it never runs inside them
+    calibrating = run_session.time.begin("peak calibration")
     peak = case_peak(run_session.cache.root, case.device, case.precision, run_session.threads, tf32=run_session.tf32,
                      recalibrate=bool(pytestconfig.getoption("recalibrate_peak", default=False)))
+    run_session.time.end(calibrating)
     figures.update(share_fields(figures["gflops_per_s"], peak))
     # this engine's own memory, from a fresh subprocess (the test process holds every engine):
     # load_rss_bytes, run_peak_rss_bytes, gpu_peak_bytes; outside the timed region
+    memory = run_session.time.begin("memory")
     figures.update(engine_memory(case, loaded.entry.path, run_session.threads, cache_root=run_session.cache.root,
                                  tf32=run_session.tf32, enabled=matrix_options.engine_memory))
+    run_session.time.end(memory)
     record = LatencyRecord.of(run_session.resolved(case), run_session.reference(case), **figures)
     benchmark.extra_info.update(record.to_extra_info())
