@@ -68,7 +68,7 @@ def measure(device: str, precision: str, threads: int | None,
         return {"gflops_per_s": None, "reason": str(exc), "method": None}
     watch = HostWatch()
     try:
-        n, samples = peak_kernels.time_gemm(make, peak_kernels.MAX_N[device], seconds)
+        n, samples = peak_kernels.time_gemm(make, peak_kernels.MIN_N[device], peak_kernels.MAX_N[device], seconds)
     except Exception as exc:  # noqa: BLE001 - a kernel that fails here leaves the share null with the reason
         return {"gflops_per_s": None, "method": name, "reason": f"the {name} GEMM failed: {type(exc).__name__}: {exc}"}
     interference = watch.finish(samples)["interference"]
