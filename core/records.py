@@ -35,8 +35,8 @@ class LatencyRecord(Timed):
 
     rounds: N = None
     warmup_rounds: N = None   # every untimed call before the timed rounds (the plan's and pytest-benchmark's)
-    # how the rounds were planned (runner/rounds.py) and the precision they reached: the median's
-    # CI half-width over the median (its larger side; method in median_ci_method), the target asked
+    # how the rounds were planned (runner/rounds.py) and the precision they reached: half the width
+    # of the median's 95 % CI over the median (method in median_ci_method), the target asked
     # (None: --latency-rounds fixed the count), whether the warm-up settled (None: not checked)
     rounds_reason: str | None = None
     median_ci_rel: F = None
