@@ -175,3 +175,20 @@ def test_summary_shows_each_case_share_beside_its_speedup_and_the_peaks(tmp_path
     assert "| 2.00× | n/a (FLOPs unknown) | pass |" in rows["tiny-cnn-onnxruntime-fp32-bs1-cpu"]
     assert "| 2.00× | n/a (FLOPs unknown) |" in rows["tiny-cnn"]  # the best engine's row
     assert "Calibrated GEMM peaks" in text and "cpu 80.0 GFLOP/s (torch.matmul fp32, 1024x1024x1024)" in text
+
+
+def test_a_run_reads_each_precision_once_and_recalibrate_measures_once_per_run(tmp_path, monkeypatch):
+    fake = FakeMeasure()
+    monkeypatch.setattr(peak_mod, "_CACHES", {})  # a fresh process
+    monkeypatch.setattr(peak_mod, "calibration_key", lambda device, threads: {**KEY, "threads": threads})
+    monkeypatch.setattr(peak_mod, "measure", lambda d, p, t: fake(d, p, t))
+    for _ in range(3):  # three int8 cases (any scheme) and an fp32 one
+        assert peak_mod.case_peak(tmp_path, "cpu", "int8", 2)["gflops_per_s"] == 600.0
+    peak_mod.case_peak(tmp_path, "cpu", "fp32", 2)
+    assert fake.calls == ["int8", "fp32"]
+    monkeypatch.setattr(peak_mod, "_CACHES", {})  # the next run, with --recalibrate-peak
+    for _ in range(2):
+        assert peak_mod.case_peak(tmp_path, "cpu", "int8", 2, recalibrate=True)["cached"] is False
+    assert fake.calls == ["int8", "fp32", "int8"]
+    peak_mod.case_peak(tmp_path, "cpu", "fp32", 1)  # another thread count is another calibration
+    assert fake.calls == ["int8", "fp32", "int8", "fp32"]
