@@ -207,7 +207,7 @@ def test_speedup_is_never_borrowed_from_another_run(tmp_path):
     row = next(line for line in summary.splitlines() if line.startswith("| tiny-cnn-onnxruntime-fp32-bs1-cpu |"))
     assert "| n/a |" in row and "`0002_new.json`" in row and "4.00×" not in summary
     # best engine: compared within the newest run only (0002 holds just onnxruntime)
-    assert "| tiny-cnn | cpu | 1 | onnxruntime fp32 | 0.500 ms | n/a | `0002_new.json` |" in summary
+    assert "| tiny-cnn | cpu | 1 | onnxruntime fp32 | 0.500 ms | n/a | n/a | `0002_new.json` |" in summary
 
 
 def test_speedup_divides_two_cases_of_the_same_run(tmp_path):
