@@ -71,6 +71,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from . import charts, scenario_charts
     from .int8_schemes import load_checks
     from .summary import summary_markdown
+    from .time_section import load_times
     frame = load_frame(args.runs)
     latency = frame[frame["is_latency"]].astype({"batch_size": int})
     if latency.empty:  # scenario runs only: their charts, no matrix summary
@@ -93,7 +94,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             *scenario_charts.scenario_charts(frame, out)]
     names = [p.name for p in made if p is not None]
     checks = load_checks(args.runs)  # every equivalence check, failed int8 schemes included
-    (out / "summary.md").write_text(summary_markdown(latest, latency["path"].nunique(), names, checks))
+    (out / "summary.md").write_text(summary_markdown(latest, latency["path"].nunique(), names, checks,
+                                                     load_times(args.runs)))
     print(f"wrote {len(names)} charts and summary.md to {out}")
     return EXIT_OK
 

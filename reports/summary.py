@@ -13,6 +13,7 @@ from .checks_section import checks_section
 from .history import number
 from .int8_schemes import notices, scheme_section
 from .memory_charts import memory_section
+from .time_section import time_section
 
 
 def _ms(x) -> str:
@@ -125,8 +126,9 @@ def _machine_section(table: pd.DataFrame) -> list[str]:
 
 
 def summary_markdown(latest: pd.DataFrame, runs_read: int, charts: list[str],
-                     checks: pd.DataFrame | None = None) -> str:
-    """``latest`` from ``history.latest_per_machine``: per machine, each case's newest run."""
+                     checks: pd.DataFrame | None = None, times: list | None = None) -> str:
+    """``latest`` from ``history.latest_per_machine``: per machine, each case's newest run;
+    ``times`` from ``time_section.load_times``: where each run's time went."""
     table = speedup_table(latest).sort_values("run_seq", kind="stable")
     lines = ["# infermatrix summary", "",
              f"Runs read: {runs_read}. Per machine, each case comes from the newest run that holds it; "
@@ -140,6 +142,7 @@ def summary_markdown(latest: pd.DataFrame, runs_read: int, charts: list[str],
     lines += scheme_section(table, checks if checks is not None else pd.DataFrame())
     lines += checks_section(checks if checks is not None else pd.DataFrame())
     lines += memory_section(latest)
+    lines += time_section(times or [])
     lines += notices(latest)
     lines += ["## Charts", ""] + [f"![{c}]({c})" for c in charts]
     return "\n".join(lines) + "\n"

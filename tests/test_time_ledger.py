@@ -182,3 +182,25 @@ def test_under_xdist_the_controller_accounts_for_every_workers_time(pytester, re
     # each worker's equivalence checks and builds reached the controller, which ran none itself
     assert {"build", "equivalence", "collection", HARNESS} <= set(phases), block
     assert sum(phases.values()) == pytest.approx(100.0, abs=0.05 * len(phases)), block
+
+
+def test_report_summary_shows_the_newest_saved_account_per_machine(tmp_path):
+    from infermatrix.commands.main import main
+    from tests.runs import bench, write_run
+
+    def saved(name, when, wall, timed_share):
+        path = write_run(tmp_path / "runs" / name, [bench()], when=when)
+        data = json.loads(path.read_text())
+        gw = {"wall_s": wall, "phases": {"build": wall * 0.2, "timed rounds": wall * timed_share}, "counts": {}}
+        data["infermatrix_time"] = run_time(wall, [gw])
+        path.write_text(json.dumps(data))
+
+    saved("0001_old.json", "2026-11-25T00:00:00", 100.0, 0.1)
+    saved("0002_new.json", "2026-11-26T00:00:00", 200.0, 0.5)
+    write_run(tmp_path / "runs" / "0000_before_the_account.json", [bench()], when="2026-11-24T00:00:00")
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "summary.md").read_text()
+    section = text[text.index("## Where the run's time went"):]
+    assert "`0002_new.json` (200.0 s wall; timed rounds 50.0 % of the run)" in section
+    assert "0001_old.json" not in section
+    assert "| timed rounds | 100.0 s | 50.0 % |" in section and "| harness | 60.0 s | 30.0 % |" in section
