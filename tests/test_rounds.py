@@ -98,8 +98,21 @@ def test_a_clock_that_never_moves_still_ends_the_warm_up():
 def test_latency_time_caps_the_rounds_and_the_reason_says_so():
     engine = FakeEngine(noisy(10 * MS, 0.2, seed=2))  # wants far more than 0.2 s / 10 ms = 20
     p = plan(engine, latency_time=0.2)
-    assert p.rounds == int(0.2 / p.pilot_median_s)
+    assert p.rounds == int(0.2 / p.pilot_mean_s)  # the mean: what the seconds are spent at
     assert p.reason.startswith("cap: --latency-time 0.2 s at ")
+
+
+def test_the_time_cap_holds_when_preempted_calls_make_the_mean_far_above_the_median():
+    base = noisy(0.1 * MS, 0.3, seed=8)
+    engine = FakeEngine(lambda i: base(i) + (10 * MS if i % 10 == 9 else 0))  # every 10th call preempted
+    p = plan(engine, latency_time=0.5)
+    assert p.pilot_mean_s > 5 * p.pilot_median_s
+    # planned at the median, the rounds would have been 2000 (about 2.2 s of 1.1 ms calls)
+    assert p.rounds == int(0.5 / p.pilot_mean_s) < 1000 and "(pilot mean)" in p.reason
+    start = engine.now
+    for _ in range(p.rounds):
+        engine.run("inputs")
+    assert engine.now - start < 0.6
 
 
 def test_max_rounds_caps_a_fast_noisy_engine():
