@@ -69,7 +69,7 @@ def test_a_noisy_engine_takes_the_rounds_its_median_needs_and_reaches_about_the_
 def test_a_warm_up_that_is_slow_for_k_calls_is_waited_out():
     def slow_then_steady(k):
         steady = noisy(1 * MS, 0.005, seed=3)
-        return lambda i: (10 * MS if i < k else 0) + steady(i)
+        return lambda i: (5 * MS if i < k else 0) + steady(i)  # 6x slower: windows stay 10 calls
 
     assert plan(FakeEngine(slow_then_steady(0))).plan_calls == 22
     # 20 slow calls: the first window is slow, the second holds 8 slow ones (its median is still
@@ -79,6 +79,13 @@ def test_a_warm_up_that_is_slow_for_k_calls_is_waited_out():
     assert p.warmup_settled is True
     assert p.plan_calls == 2 + 10 * 4 and slow.calls == p.plan_calls
     assert p.pilot_median_s == pytest.approx(1 * MS, rel=0.02)  # the pilot saw the settled runtime only
+
+
+@pytest.mark.parametrize("latency_ms, window", [(2, 10), (18, 5), (31, 3), (600, 3)])
+def test_a_slow_model_warms_up_in_short_windows(latency_ms, window):
+    # two windows fit half the warm-up's 0.375 s, 3 calls at least
+    p = plan(FakeEngine(noisy(latency_ms * MS, 0.002)))
+    assert p.warmup_settled is True and p.plan_calls == 2 + 2 * window
 
 
 def test_a_runtime_that_keeps_getting_faster_stops_at_the_warm_up_budget_unsettled():
@@ -98,8 +105,10 @@ def test_a_clock_that_never_moves_still_ends_the_warm_up():
 def test_latency_time_caps_the_rounds_and_the_reason_says_so():
     engine = FakeEngine(noisy(10 * MS, 0.2, seed=2))  # wants far more than 0.2 s / 10 ms = 20
     p = plan(engine, latency_time=0.2)
-    assert p.rounds == int(0.2 / p.pilot_mean_s)  # the mean: what the seconds are spent at
-    assert p.reason.startswith("cap: --latency-time 0.2 s at ")
+    # the cap holds the warm-up and the timed rounds together, at the mean: what seconds are spent at
+    assert p.rounds == int((0.2 - p.warmup_s) / p.pilot_mean_s) > MIN_ROUNDS
+    assert p.warmup_s + p.rounds * p.pilot_mean_s <= 0.2
+    assert p.reason.startswith(f"cap: --latency-time 0.2 s less {p.warmup_s:.3g} s of warm-up at ")
 
 
 def test_the_time_cap_holds_when_preempted_calls_make_the_mean_far_above_the_median():
@@ -108,7 +117,7 @@ def test_the_time_cap_holds_when_preempted_calls_make_the_mean_far_above_the_med
     p = plan(engine, latency_time=0.5)
     assert p.pilot_mean_s > 5 * p.pilot_median_s
     # planned at the median, the rounds would have been 2000 (about 2.2 s of 1.1 ms calls)
-    assert p.rounds == int(0.5 / p.pilot_mean_s) < 1000 and "(pilot mean)" in p.reason
+    assert p.rounds == int((0.5 - p.warmup_s) / p.pilot_mean_s) < 1000 and "(pilot mean)" in p.reason
     start = engine.now
     for _ in range(p.rounds):
         engine.run("inputs")
