@@ -1,4 +1,5 @@
-"""Per-engine memory in a fresh subprocess (runner/memory.py), through the real child."""
+"""Per-engine memory in a process of its own (runner/memory.py), through the real child: by default a
+child of the preloaded fork server (tests/test_memory_server.py compares it with a fresh interpreter)."""
 from __future__ import annotations
 
 import pytest
@@ -39,7 +40,7 @@ def session(tmp_path_factory):
 def measured(session: RunSession, case: Case) -> dict:
     info = engine_memory(case, session.engine(case).entry.path, session.threads)
     assert "memory_error" not in info, info["memory_error"]
-    assert info["memory_method"].startswith("isolated subprocess: imports baseline, load, ")
+    assert info["memory_method"].startswith("forked child of a preloaded server: imports baseline, load, ")
     assert info["gpu_peak_bytes"] is None and info["idle_rss_bytes"] > 100 * MIB  # torch's import alone
     return info
 

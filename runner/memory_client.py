@@ -1,0 +1,164 @@
+"""The parent side of the memory fork server (runner/memory_server.py): starts this process's
+server on first use, sends it one case at a time, kills a child at its timeout, stops the server
+at the end of the run (``shutdown``, from RunSession.close and at exit). Each process has its own
+server (an xdist worker its own); a forked copy of the owner never uses nor stops it."""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from infermatrix.core.source_shim import pythonpath, write_shim
+
+from .memory import ROOT, _tail
+
+START_TIMEOUT_S = 300.0  # the imports, on a host busy with the run's builds
+KILL_GRACE_S = 30.0      # for the server to report a child killed at its timeout
+
+
+class ServerUnavailable(RuntimeError):
+    """The server did not start or stopped answering: the parent measures in a fresh interpreter."""
+
+
+class MemoryServer:
+    """One server process and its pipes, owned by the process that started it."""
+
+    def __init__(self, start_timeout_s: float | None = None) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="infermatrix-memory-server-"))
+        shim = write_shim(ROOT, self.workdir / "shim")
+        env = dict(os.environ, PYTHONPATH=pythonpath(shim, ROOT))
+        self.owner, self._buf = os.getpid(), b""
+        with open(self.workdir / "server.log", "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "infermatrix.runner.memory_server", str(self.workdir)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env)
+        try:
+            self.ready = self._read(time.monotonic() + (start_timeout_s or START_TIMEOUT_S))
+        except (TimeoutError, ServerUnavailable) as exc:
+            self.close()
+            raise ServerUnavailable(f"the memory server did not start: {exc}") from exc
+
+    def alive(self) -> bool:
+        return self.owner == os.getpid() and self.proc.poll() is None
+
+    def measure(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """The child's result; ``{"error": ...}`` for a child that failed, crashed or timed out."""
+        deadline = time.monotonic() + timeout_s
+        self.proc.stdin.write((json.dumps(request) + "\n").encode())
+        self.proc.stdin.flush()
+        try:  # a fork takes milliseconds; a timeout shorter than the server's answer still ends in a kill
+            child = self._read(max(deadline, time.monotonic() + KILL_GRACE_S))["child"]
+        except TimeoutError as exc:
+            raise ServerUnavailable(f"the memory server did not fork within {KILL_GRACE_S:g} s") from exc
+        try:
+            return self._read(deadline)
+        except TimeoutError:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:  # it ended meanwhile; the server reports it either way
+                pass
+        try:
+            self._read(time.monotonic() + KILL_GRACE_S)  # the server's report of the killed child
+        except TimeoutError as exc:
+            raise ServerUnavailable(f"the memory server did not reap child {child} after killing it") from exc
+        return {"error": f"the memory child timed out after {timeout_s:g} s", "traceback": ""}
+
+    def _read(self, deadline: float) -> dict[str, Any]:
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError("no answer from the memory server")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                code = self.proc.wait()
+                log = self.workdir / "server.log"
+                raise ServerUnavailable(f"the memory server exited with code {code}\n"
+                                        + (_tail(log.read_bytes()) if log.exists() else ""))
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def close(self) -> None:
+        """Stop the server (EOF on its stdin ends its loop) and remove its folder."""
+        if self.owner != os.getpid():  # a forked copy of the owner: the server is not ours to stop
+            return
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_server: MemoryServer | None = None
+_start_failed: str | None = None  # a server that did not start once is not started again per case
+_lock = threading.Lock()
+
+
+def start() -> dict[str, Any]:
+    """This process's server, started if it is not running: its ready message (import seconds,
+    preloads missing here, Python threads). ServerUnavailable when it does not start."""
+    with _lock:
+        return _running().ready
+
+
+def _running() -> MemoryServer:
+    global _server, _start_failed
+    if _start_failed:
+        raise ServerUnavailable(_start_failed)
+    if _server is None or not _server.alive():
+        if _server is not None:
+            _server.close()
+        try:
+            _server = MemoryServer()
+        except ServerUnavailable as exc:
+            _start_failed = str(exc)
+            raise
+    return _server
+
+
+def measure_forked(request: dict[str, Any], timeout_s: float) -> tuple[dict[str, Any], str, str]:
+    """(result, why it failed or "", traceback tail) from a child of this process's server, started
+    on first use. ServerUnavailable when the server cannot start or stopped answering."""
+    global _server
+    with _lock:
+        _running()
+        try:
+            result = _server.measure(request, timeout_s)
+        except (ServerUnavailable, OSError) as exc:  # OSError: a broken pipe to a server that died
+            _server.close()
+            _server = None
+            raise ServerUnavailable(str(exc)) from exc
+    if "error" in result:
+        return {}, result["error"], result.get("traceback") or ""
+    return result, "", ""
+
+
+def server_pid() -> int | None:
+    """This process's running server, if any (tests: one per process, gone after :func:`shutdown`)."""
+    return _server.proc.pid if _server is not None and _server.alive() else None
+
+
+def shutdown() -> None:
+    """Stop this process's server: at the end of the run (RunSession.close) and at exit."""
+    global _server
+    with _lock:
+        if _server is not None:
+            _server.close()
+            _server = None
+
+
+atexit.register(shutdown)
