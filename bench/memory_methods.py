@@ -5,7 +5,7 @@
 case should differ. For each case this builds (or takes from the engine cache) the engine, then
 measures it ``--repeats`` times by each method, the methods interleaved so drift on a shared host
 falls on both alike, and prints per method the mean and standard deviation of each figure, the
-idle baseline, and the seconds per case (the server's start is printed apart: it is paid once per
+idle baseline, and the seconds per case (each server's start is printed apart: it is paid once per
 pytest process). Run it alone on the host:
 
     flock /tmp/infermatrix-bench.lock python bench/memory_methods.py --repeats 3
@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 
 from infermatrix.core.schema import Case
+from infermatrix.engines import get_engine
 from infermatrix.engines.cache import EngineCache
 from infermatrix.models.builtin import register_builtin_models
 from infermatrix.runner import memory_client
-from infermatrix.runner.memory import engine_memory
+from infermatrix.runner.memory import engine_memory, server_profile
 from infermatrix.runner.session import RunSession
 
 MIB = 2 ** 20
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", nargs="*", type=parse_case, default=[parse_case(c) for c in DEFAULT_CASES])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--build-only", action="store_true", help="build the cases' engines and stop (before a timed run)")
     parser.add_argument("--cache", type=Path,
                         default=Path(os.environ.get("INFERMATRIX_CACHE", Path.home() / ".cache" / "infermatrix")))
     args = parser.parse_args(argv)
@@ -59,10 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     session = RunSession(EngineCache(args.cache))
     entries = {case: session.engine(case).entry.path for case in args.cases}  # builds: not timed
     session.close()  # also stops a server; the one below is started on purpose, timed apart
-    begin = time.perf_counter()
-    ready = memory_client.start()
-    print(f"fork server: started in {time.perf_counter() - begin:.2f} s wall ({ready['seconds']:.2f} s of imports; "
-          f"{ready['python_threads']} Python thread(s); not preloaded here: {sorted(ready['missing']) or 'none'})")
+    if args.build_only:
+        return 0
+    for profile in sorted({server_profile(get_engine(c.engine), c.precision) for c in args.cases}):
+        begin = time.perf_counter()
+        ready = memory_client.start(profile)
+        print(f"fork server {profile!r}: started in {time.perf_counter() - begin:.2f} s wall ({ready['seconds']:.2f} s "
+              f"of imports; {ready['python_threads']} Python thread(s); missing: {sorted(ready['missing']) or 'none'})")
     runs: dict[tuple[Case, str], list[tuple[dict, float]]] = {}
     for _ in range(args.repeats):
         for case in args.cases:

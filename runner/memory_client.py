@@ -33,13 +33,14 @@ class ServerUnavailable(RuntimeError):
 class MemoryServer:
     """One server process and its pipes, owned by the process that started it."""
 
-    def __init__(self, start_timeout_s: float | None = None) -> None:
+    def __init__(self, profile: str = "full", start_timeout_s: float | None = None) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="infermatrix-memory-server-"))
         shim = write_shim(ROOT, self.workdir / "shim")
         env = dict(os.environ, PYTHONPATH=pythonpath(shim, ROOT))
         self.owner, self._buf = os.getpid(), b""
         with open(self.workdir / "server.log", "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "infermatrix.runner.memory_server", str(self.workdir)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "infermatrix.runner.memory_server", str(self.workdir),
+                                          profile],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env)
         try:
             self.ready = self._read(time.monotonic() + (start_timeout_s or START_TIMEOUT_S))
@@ -103,62 +104,60 @@ class MemoryServer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-_server: MemoryServer | None = None
-_start_failed: str | None = None  # a server that did not start once is not started again per case
+_servers: dict[str, MemoryServer] = {}  # by preload profile (memory_server.PROFILES)
+_start_failed: dict[str, str] = {}  # a server that did not start once is not started again per case
 _lock = threading.Lock()
 
 
-def start() -> dict[str, Any]:
-    """This process's server, started if it is not running: its ready message (import seconds,
-    preloads missing here, Python threads). ServerUnavailable when it does not start."""
+def start(profile: str = "full") -> dict[str, Any]:
+    """This process's server of ``profile``, started if it is not running: its ready message
+    (import seconds, preloads missing here, Python threads). ServerUnavailable when it does not start."""
     with _lock:
-        return _running().ready
+        return _running(profile).ready
 
 
-def _running() -> MemoryServer:
-    global _server, _start_failed
-    if _start_failed:
-        raise ServerUnavailable(_start_failed)
-    if _server is None or not _server.alive():
-        if _server is not None:
-            _server.close()
+def _running(profile: str) -> MemoryServer:
+    if profile in _start_failed:
+        raise ServerUnavailable(_start_failed[profile])
+    server = _servers.get(profile)
+    if server is None or not server.alive():
+        if server is not None:
+            server.close()
         try:
-            _server = MemoryServer()
+            _servers[profile] = MemoryServer(profile)
         except ServerUnavailable as exc:
-            _start_failed = str(exc)
+            _start_failed[profile] = str(exc)
             raise
-    return _server
+    return _servers[profile]
 
 
-def measure_forked(request: dict[str, Any], timeout_s: float) -> tuple[dict[str, Any], str, str]:
-    """(result, why it failed or "", traceback tail) from a child of this process's server, started
-    on first use. ServerUnavailable when the server cannot start or stopped answering."""
-    global _server
+def measure_forked(request: dict[str, Any], timeout_s: float, profile: str = "full") -> tuple[dict[str, Any], str, str]:
+    """(result, why it failed or "", traceback tail) from a child of this process's server of
+    ``profile``, started on first use. ServerUnavailable when it cannot start or stopped answering."""
     with _lock:
-        _running()
+        server = _running(profile)
         try:
-            result = _server.measure(request, timeout_s)
+            result = server.measure(request, timeout_s)
         except (ServerUnavailable, OSError) as exc:  # OSError: a broken pipe to a server that died
-            _server.close()
-            _server = None
+            server.close()
+            del _servers[profile]
             raise ServerUnavailable(str(exc)) from exc
     if "error" in result:
         return {}, result["error"], result.get("traceback") or ""
     return result, "", ""
 
 
-def server_pid() -> int | None:
-    """This process's running server, if any (tests: one per process, gone after :func:`shutdown`)."""
-    return _server.proc.pid if _server is not None and _server.alive() else None
+def server_pid(profile: str = "full") -> int | None:
+    """This process's running server of ``profile``, if any (tests: one per process, gone after :func:`shutdown`)."""
+    server = _servers.get(profile)
+    return server.proc.pid if server is not None and server.alive() else None
 
 
 def shutdown() -> None:
-    """Stop this process's server: at the end of the run (RunSession.close) and at exit."""
-    global _server
+    """Stop this process's servers: at the end of the run (RunSession.close) and at exit."""
     with _lock:
-        if _server is not None:
-            _server.close()
-            _server = None
+        while _servers:
+            _servers.popitem()[1].close()
 
 
 atexit.register(shutdown)

@@ -50,6 +50,14 @@ from .memory import _last_json, _tail, run_request
 PRELOAD = ("torch", "torchvision", "onnx", "onnxruntime", "transformers",
            "infermatrix.engines", "infermatrix.models.builtin", "infermatrix.models.handoff",
            "infermatrix.models.registry", "infermatrix.runner.memory")
+#: What each server preloads. A module must not be preloaded for a case whose load or rounds
+#: import it in a fresh interpreter (after its idle reading): its import would move from
+#: load_rss_bytes into idle. Measured (a fresh interpreter, modules new after idle): only
+#: torch.compile (torch._dynamo, _inductor, sympy ...) and torch int8 (torchao, which imports
+#: them) import anything at load, and of PRELOAD only torchvision imports that stack. Those cases
+#: get the "lean" server; a torchvision architecture then imports torchvision in the child, before
+#: its idle reading, as the fresh interpreter did.
+PROFILES = {"full": PRELOAD, "lean": tuple(m for m in PRELOAD if m != "torchvision")}
 
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -108,7 +116,7 @@ def _write(fd: int, obj: dict[str, Any]) -> None:
         data = data[os.write(fd, data):]
 
 
-def serve(workdir: Path) -> int:
+def serve(workdir: Path, profile: str) -> int:
     out = os.dup(1)
     os.dup2(2, 1)  # what the libraries print goes to the server's log; fd `out` carries the protocol
     parent = os.getppid()
@@ -116,7 +124,7 @@ def serve(workdir: Path) -> int:
     if os.getppid() != parent:  # the parent exited before prctl took effect
         return 1
     start, missing = time.perf_counter(), {}
-    for name in PRELOAD:
+    for name in PROFILES[profile]:
         try:
             importlib.import_module(name)
         except ImportError as exc:
@@ -191,4 +199,4 @@ def _child(request: dict[str, Any], w: int, out: int, log: Path, server: int) ->
 
 
 if __name__ == "__main__":
-    sys.exit(serve(Path(sys.argv[1])))
+    sys.exit(serve(Path(sys.argv[1]), sys.argv[2]))

@@ -111,7 +111,7 @@ def test_a_server_that_does_not_start_falls_back_to_the_fresh_interpreter(sessio
     entry = session.engine(case).entry.path
     memory_client.shutdown()
     monkeypatch.setattr(memory_client, "START_TIMEOUT_S", 0.01)  # no server imports torch that fast
-    monkeypatch.setattr(memory_client, "_start_failed", None)  # restored after: later tests start one
+    monkeypatch.setattr(memory_client, "_start_failed", {})  # restored after: later tests start one
     info = engine_memory(case, entry, method="fork")
     assert "memory_error" not in info, info["memory_error"]
     assert info["memory_method"].startswith("isolated subprocess") and info["load_rss_bytes"] > 0
@@ -195,3 +195,17 @@ def test_each_xdist_worker_has_its_own_server_and_none_is_left(pytester, session
     pids = {next(iter(s)) for s in servers.values()}
     assert len(pids) == 2  # not shared between workers
     assert not any(alive(pid) for pid in pids | workers), "a server outlived its pytest worker"
+
+
+def test_a_case_that_imports_the_compile_stack_at_load_counts_it_at_load_as_before(session):
+    """torch.compile imports torch._dynamo/_inductor at load; the full server's torchvision would
+    have imported them already (measured: 68 MiB instead of 219 MiB for tiny-cnn). The lean server
+    leaves that import to the child's load, as the fresh interpreter did."""
+    case = Case("tiny-cnn", "torch_compile", "fp32", 1, "cpu")
+    entry = session.engine(case).entry.path
+    fork = engine_memory(case, entry, session.threads, cache_root=session.cache.root, method="fork")
+    fresh = engine_memory(case, entry, session.threads, cache_root=session.cache.root, method="subprocess")
+    assert "memory_error" not in fork, fork["memory_error"]
+    assert "memory_error" not in fresh, fresh["memory_error"]
+    assert memory_client.server_pid("lean") is not None
+    assert abs(fork["load_rss_bytes"] - fresh["load_rss_bytes"]) < 0.1 * fresh["load_rss_bytes"], (fork, fresh)
