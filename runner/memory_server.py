@@ -46,18 +46,24 @@ from typing import Any
 
 from .memory import _last_json, _tail, run_request
 
-#: imported once by the server; a missing one is left to the child (an engine not installed here)
-PRELOAD = ("torch", "torchvision", "onnx", "onnxruntime", "transformers",
+#: imported once by the server; a missing one is left to the child (an engine not installed here).
+#: transformers.modeling_utils is what every transformers architecture imports (1.3 s here).
+PRELOAD = ("torch", "torchvision", "onnx", "onnxruntime", "transformers", "transformers.modeling_utils",
            "infermatrix.engines", "infermatrix.models.builtin", "infermatrix.models.handoff",
            "infermatrix.models.registry", "infermatrix.runner.memory")
+#: The modules a torch.compile load imports (torchao's int8 too): their presence in a fresh
+#: interpreter's idle reading depends on the architecture (a torchvision or transformers model
+#: imports them, tiny-cnn does not).
+COMPILE_STACK = ("torch._dynamo", "torch._inductor", "torchao")
 #: What each server preloads. A module must not be preloaded for a case whose load or rounds
 #: import it in a fresh interpreter (after its idle reading): its import would move from
 #: load_rss_bytes into idle. Measured (a fresh interpreter, modules new after idle): only
-#: torch.compile (torch._dynamo, _inductor, sympy ...) and torch int8 (torchao, which imports
-#: them) import anything at load, and of PRELOAD only torchvision imports that stack. Those cases
-#: get the "lean" server; a torchvision architecture then imports torchvision in the child, before
-#: its idle reading, as the fresh interpreter did.
-PROFILES = {"full": PRELOAD, "lean": tuple(m for m in PRELOAD if m != "torchvision")}
+#: torch.compile and torch int8 import packages at load, the compile stack, which torchvision
+#: and transformers.modeling_utils import. Those cases get the "lean" server, whose child imports
+#: them where the fresh interpreter did: before idle for a torchvision/transformers architecture,
+#: at load otherwise (tiny-cnn torch_compile: 219 MiB at load both ways, 68 MiB from "full").
+PROFILES = {"full": PRELOAD,
+            "lean": tuple(m for m in PRELOAD if m not in ("torchvision", "transformers.modeling_utils"))}
 
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -138,6 +144,7 @@ def serve(workdir: Path, profile: str) -> int:
         missing["/proc/self/pagemap"] = str(exc)
     _write(out, {"ready": True, "pid": os.getpid(), "seconds": time.perf_counter() - start,
                  "missing": missing, "python_threads": threading.active_count(),
+                 "compile_stack": sorted(m for m in COMPILE_STACK if m in sys.modules),
                  "resident_bytes": sum(n for _, n in _resident_runs)})
     for n, line in enumerate(sys.stdin):  # EOF: the parent closed us (or died)
         _write(out, _fork_one(json.loads(line), out, workdir / f"child-{n}.log"))

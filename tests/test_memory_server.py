@@ -209,3 +209,8 @@ def test_a_case_that_imports_the_compile_stack_at_load_counts_it_at_load_as_befo
     assert "memory_error" not in fresh, fresh["memory_error"]
     assert memory_client.server_pid("lean") is not None
     assert abs(fork["load_rss_bytes"] - fresh["load_rss_bytes"]) < 0.1 * fresh["load_rss_bytes"], (fork, fresh)
+
+
+def test_the_lean_server_has_not_imported_the_compile_stack():
+    assert memory_client.start("lean")["compile_stack"] == []  # else a preload moved it out of torch.compile's load
+    assert "torch._dynamo" in memory_client.start("full")["compile_stack"]  # what "full" saves its children
