@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     session.close()  # also stops a server; the one below is started on purpose, timed apart
     if args.build_only:
         return 0
-    for profile in sorted({server_profile(get_engine(c.engine), c.precision) for c in args.cases}):
+    for profile in sorted({server_profile(get_engine(c.engine), c.precision, c.model) for c in args.cases}):
         begin = time.perf_counter()
         ready = memory_client.start(profile)
         print(f"fork server {profile!r}: started in {time.perf_counter() - begin:.2f} s wall ({ready['seconds']:.2f} s "

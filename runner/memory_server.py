@@ -44,17 +44,13 @@ from pathlib import Path
 from typing import Any
 
 
-from .memory import _last_json, _tail, run_request
+from .memory import COMPILE_STACK, FULL_ONLY, _last_json, _tail, run_request
 
 #: imported once by the server; a missing one is left to the child (an engine not installed here).
 #: transformers.modeling_utils is what every transformers architecture imports (1.3 s here).
 PRELOAD = ("torch", "torchvision", "onnx", "onnxruntime", "transformers", "transformers.modeling_utils",
            "infermatrix.engines", "infermatrix.models.builtin", "infermatrix.models.handoff",
            "infermatrix.models.registry", "infermatrix.runner.memory")
-#: The modules a torch.compile load imports (torchao's int8 too): their presence in a fresh
-#: interpreter's idle reading depends on the architecture (a torchvision or transformers model
-#: imports them, tiny-cnn does not).
-COMPILE_STACK = ("torch._dynamo", "torch._inductor", "torchao")
 #: What each server preloads. A module must not be preloaded for a case whose load or rounds
 #: import it in a fresh interpreter (after its idle reading): its import would move from
 #: load_rss_bytes into idle. Measured (a fresh interpreter, modules new after idle): only
@@ -62,8 +58,10 @@ COMPILE_STACK = ("torch._dynamo", "torch._inductor", "torchao")
 #: and transformers.modeling_utils import. Those cases get the "lean" server, whose child imports
 #: them where the fresh interpreter did: before idle for a torchvision/transformers architecture,
 #: at load otherwise (tiny-cnn torch_compile: 219 MiB at load both ways, 68 MiB from "full").
+#: A lean child says whether its idle reading had all of FULL_ONLY (``full_only_at_idle``): then
+#: "full" preloads nothing more for that model, and its later cases fork from it (runner/memory.py).
 PROFILES = {"full": PRELOAD,
-            "lean": tuple(m for m in PRELOAD if m not in ("torchvision", "transformers.modeling_utils"))}
+            "lean": tuple(m for m in PRELOAD if m not in FULL_ONLY)}
 
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

@@ -214,3 +214,23 @@ def test_a_case_that_imports_the_compile_stack_at_load_counts_it_at_load_as_befo
 def test_the_lean_server_has_not_imported_the_compile_stack():
     assert memory_client.start("lean")["compile_stack"] == []  # else a preload moved it out of torch.compile's load
     assert "torch._dynamo" in memory_client.start("full")["compile_stack"]  # what "full" saves its children
+
+
+def test_a_model_whose_architecture_imports_the_compile_stack_moves_to_the_full_server(session):
+    """tiny-bert's transformers architecture imports torchvision and transformers.modeling_utils
+    (and so the compile stack) before idle: after one lean child says so, its torchao int8 cases
+    fork from "full", with the same load figure; tiny-cnn's stay lean."""
+    from infermatrix.engines import get_engine
+    from infermatrix.runner.memory import server_profile
+    case = Case("tiny-bert", "torch", "int8", 1, "cpu")
+    entry = session.engine(case).entry.path
+    torch_cls = get_engine("torch")
+    assert server_profile(torch_cls, "int8", "tiny-bert") == "lean"
+    lean = engine_memory(case, entry, session.threads, cache_root=session.cache.root, method="fork")
+    assert server_profile(torch_cls, "int8", "tiny-bert") == "full"
+    assert server_profile(torch_cls, "int8", "tiny-cnn") == "lean" and server_profile(torch_cls, "fp32", "tiny-cnn") == "full"
+    full = engine_memory(case, entry, session.threads, cache_root=session.cache.root, method="fork")
+    for info in (lean, full):
+        assert "memory_error" not in info, info["memory_error"]
+    assert full["idle_rss_bytes"] >= lean["idle_rss_bytes"] - 2 * MIB  # "full" had it all preloaded
+    assert abs(full["load_rss_bytes"] - lean["load_rss_bytes"]) < 0.1 * lean["load_rss_bytes"] + 0.5 * MIB, (lean, full)
