@@ -1,7 +1,8 @@
 """The parent side of the memory fork server (runner/memory_server.py): starts this process's
 server on first use, sends it one case at a time, kills a child at its timeout, stops the server
 at the end of the run (``shutdown``, from RunSession.close and at exit). Each process has its own
-server (an xdist worker its own); a forked copy of the owner never uses nor stops it."""
+servers, one per preload profile in use ("full", and "lean" for cases whose load imports the
+torch compile stack); an xdist worker its own; a forked copy of the owner never uses nor stops them."""
 from __future__ import annotations
 
 import atexit
