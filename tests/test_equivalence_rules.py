@@ -52,15 +52,16 @@ def test_each_check_records_the_row_and_the_override_it_was_judged_by():
     assert figures["tolerance_override"] == looser.reason and figures["tolerance"]["min_cosine"] == 0.9
 
 
-def _check(case: str, equivalence: str, **extra) -> dict:
+def _check(case: str, equivalence: str, failures: tuple[str, ...] = (), **extra) -> dict:
+    """A saved check as the summary reads it; ``failures`` are what a failed one lists."""
     return {"id": case, "machine": "AMD EPYC", "datetime": "2026-12-06T10:00:00", "path": "run.json",
             "equivalence": equivalence, "equivalence_row": "fp32", "cosine_min": 0.99905, "sqnr_db_min": 30.0,
-            "failures": [], "tolerance_override": None, "degenerate_outputs": {}, "tolerance": {}, **extra}
+            "failures": list(failures), "tolerance_override": None, "degenerate_outputs": {}, "tolerance": {}, **extra}
 
 
 def test_the_summary_lists_failed_checks_overrides_and_degenerate_outputs():
     checks = pd.DataFrame([
-        _check("det-openvino-fp32-bs1-cpu", "fail", failures=["cosine 0.99905 < 0.99999"]),
+        _check("det-openvino-fp32-bs1-cpu", "fail", failures=("cosine 0.99905 < 0.99999",)),
         _check("m-onnxruntime-int8-bs1-cpu", "pass", tolerance_override="tested looser (set in run.toml)",
                tolerance={"min_cosine": 0.9, "min_sqnr_db": 20.0, "atol": None}),
         _check("det-onnxruntime-fp32-bs1-cpu", "pass", degenerate_outputs={"p": "reference near zero (...)"}),
