@@ -91,7 +91,7 @@ def test_latency(case, run_session, matrix_options, benchmark, pytestconfig):
                      recalibrate=bool(pytestconfig.getoption("recalibrate_peak", default=False)))
     run_session.time.end(calibrating)
     figures.update(share_fields(figures["gflops_per_s"], peak))
-    # this engine's own memory, from a fresh subprocess (the test process holds every engine):
+    # this engine's own memory, measured alone in a child forked from a preloaded server (this process holds all):
     # load_rss_bytes, run_peak_rss_bytes, gpu_peak_bytes; outside the timed region
     memory = run_session.time.begin("memory")
     figures.update(engine_memory(case, loaded.entry.path, run_session.threads, cache_root=run_session.cache.root,
