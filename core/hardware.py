@@ -1,6 +1,7 @@
 """What makes two runs' latencies comparable; shared by the plugin and the CLI (JSON only)."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 
@@ -14,3 +15,17 @@ def hardware_id(machine_info: dict[str, Any]) -> str:
     cpu = ours.get("cpu_model") or (machine_info.get("cpu") or {}).get("brand_raw") or machine_info.get("processor") or "?"
     gpu = (ours.get("gpu") or {}).get("name")
     return f"{cpu} + {gpu}" if gpu else str(cpu)
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The first CPU's flags from /proc/cpuinfo (empty where there is none, e.g. macOS): what this
+    host computes natively is read here, never assumed from its model name."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()

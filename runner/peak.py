@@ -32,7 +32,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from infermatrix.core.hardware import hardware_id
+from infermatrix.core.hardware import cpu_flags, hardware_id
 
 from . import peak_kernels
 from .interference import HostWatch
@@ -63,7 +63,7 @@ def measure(device: str, precision: str, threads: int | None,
     import torch
     try:
         make, name, note = peak_kernels.kernel(device, precision, threads,
-                                               peak_kernels.cpu_flags() if flags is None else flags)
+                                               cpu_flags() if flags is None else flags)
     except peak_kernels.NotMeasured as exc:
         return {"gflops_per_s": None, "reason": str(exc), "method": None}
     watch = HostWatch()

@@ -42,18 +42,6 @@ class NotMeasured(Exception):
     """This precision has no kernel to measure on this device; the message says why."""
 
 
-def cpu_flags() -> frozenset[str]:
-    """The first CPU's flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
 def native_note(precision: str, flags: frozenset[str]) -> str | None:
     """Whether the CPU computes ``precision`` natively, from its flags (None: fp32/int8, always)."""
     wanted = NATIVE_FLAGS.get(precision)
