@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "ab": "benchmark BASE and NEW in one job, alternating blocks, then gate (for CI)",
     "config": "show the run configuration a pytest run with these options would use (--print)",
     "export": "the VL pipeline as standalone artifacts (ONNX, safetensors, runnable scripts)",
+    "merge": "the shards of one sharded run as one run in a history kept per hardware kind",
 }
 
 
