@@ -6,15 +6,17 @@ from typing import Any
 
 
 def hardware_id(machine_info: dict[str, Any]) -> str:
-    """CPU model plus GPU name, from pytest-benchmark's machine_info as infermatrix extends it.
+    """The hardware a run was measured on: CPU model, usable CPUs, the flags that change results,
+    the GPU (core/hardware_kind.py ``HardwareKind.hardware``): two runs are comparable only when
+    this matches. It reads the kind the run recorded, or derives it from an older run's machine_info
+    (CPU model plus GPU name where that is all the run saved).
 
     pytest-benchmark's own machine id ignores the GPU, so it cannot tell an A100 run from an
-    H100 run on the same host type.
+    H100 run on the same host type. Library versions are not hardware: an A/B of an upgrade
+    compares two kinds of one machine; a history's series key is the whole kind (``kind_of(...).id``).
     """
-    ours = machine_info.get("infermatrix") or {}
-    cpu = ours.get("cpu_model") or (machine_info.get("cpu") or {}).get("brand_raw") or machine_info.get("processor") or "?"
-    gpu = (ours.get("gpu") or {}).get("name")
-    return f"{cpu} + {gpu}" if gpu else str(cpu)
+    from infermatrix.core.hardware_kind import kind_of  # it reads cpu_flags below
+    return kind_of(machine_info).hardware
 
 
 @lru_cache(maxsize=1)
