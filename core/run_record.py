@@ -9,29 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .history_layout import HistoryLayoutError, check_kind_id, parse_utc
-
-OUTCOMES = ("passed", "failed", "skipped", "error")
-
-
-@dataclass(frozen=True)
-class CaseOutcome:
-    """What pytest said of one planned case, and why (a skip's or failure's reason)."""
-
-    outcome: str
-    reason: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.outcome not in OUTCOMES:
-            raise HistoryLayoutError(f"outcome {self.outcome!r} is not one of {', '.join(OUTCOMES)}")
-        if self.reason is not None and not isinstance(self.reason, str):
-            raise HistoryLayoutError(f"outcome reason {self.reason!r} is not a string or null")
-
-    @classmethod
-    def from_json(cls, nodeid: str, data: Any) -> CaseOutcome:
-        if not isinstance(data, dict) or "outcome" not in data:
-            raise HistoryLayoutError(f"outcome of {nodeid!r} is {data!r}, not {{'outcome': ..., 'reason': ...}}")
-        return cls(outcome=data["outcome"], reason=data.get("reason"))
-
+from .shard_record import CaseOutcome
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -74,7 +52,7 @@ class RunRecord:
         data = asdict(self)
         for key in ("shards_present", "shards_missing", "cases_missing", "sources"):
             data[key] = list(data[key])
-        data["outcomes"] = {k: asdict(v) for k, v in sorted(self.outcomes.items())}
+        data["outcomes"] = {k: v.to_json() for k, v in sorted(self.outcomes.items())}
         return data
 
     @classmethod
@@ -87,6 +65,12 @@ class RunRecord:
                 shards_present=tuple(data["shards_present"]), shards_missing=tuple(data["shards_missing"]),
                 cases_missing=tuple(data["cases_missing"]), kind=data["kind"], commit=data.get("commit"),
                 datetime=data["datetime"], sources=tuple(data.get("sources") or ()),
-                outcomes={k: CaseOutcome.from_json(k, v) for k, v in (data.get("outcomes") or {}).items()})
+                outcomes={k: _outcome(k, v) for k, v in (data.get("outcomes") or {}).items()})
         except KeyError as exc:
             raise HistoryLayoutError(f"infermatrix_run has no {exc.args[0]!r}") from None
+
+
+def _outcome(nodeid: str, data: Any) -> CaseOutcome:
+    if not isinstance(data, dict) or "outcome" not in data:
+        raise HistoryLayoutError(f"outcome of {nodeid!r} is {data!r}, not {{'outcome': ..., 'reason': ...}}")
+    return CaseOutcome(data["outcome"], data.get("reason"))

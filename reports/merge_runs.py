@@ -14,25 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infermatrix.core.history_layout import RUN_KEY, check_kind_id, parse_utc, write_run
-from infermatrix.core.run_record import CaseOutcome, RunRecord
+from infermatrix.core import shard_record
+from infermatrix.core.hardware_kind import HardwareKind, KindError, kind_of
+from infermatrix.core.history_layout import RUN_KEY, parse_utc, write_run
+from infermatrix.core.run_record import RunRecord
+from infermatrix.core.shard_record import SHARD_KEY, ShardRecord, ShardRecordError
 
 from .history import InputError
 
-SHARD_KEY = "infermatrix_shard"
 EQUIVALENCE_KEY = "infermatrix_equivalence"
 TIME_KEY = "infermatrix_time"
-
-
-@dataclass(frozen=True)
-class StoredKind:
-    """A hardware kind as a shard's machine_info carries it (HardwareKind.to_json())."""
-
-    id: str
-    payload: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return self.payload
 
 
 @dataclass(frozen=True)
@@ -40,14 +31,17 @@ class Shard:
     """One shard file, read and checked on its own."""
 
     source: Path
-    group: int
-    splits: int
-    planned: tuple[str, ...]
-    selected: tuple[str, ...]
-    outcomes: dict[str, CaseOutcome]
-    commit: str | None
-    kind: StoredKind
+    record: ShardRecord
+    kind: HardwareKind
     data: dict[str, Any]
+
+    @property
+    def group(self) -> int:
+        return self.record.group
+
+    @property
+    def splits(self) -> int:
+        return self.record.splits
 
     @property
     def benchmarked(self) -> list[str]:
@@ -60,28 +54,7 @@ class MergedRun:
 
     data: dict[str, Any]
     record: RunRecord
-    kind: StoredKind
-
-
-def _field(source: Path, block: dict, key: str, kind: type | tuple[type, ...]) -> Any:
-    if key not in block:
-        raise InputError(f"{source}: {SHARD_KEY} has no {key!r}")
-    value = block[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
-        raise InputError(f"{source}: {SHARD_KEY}.{key} is {value!r}, not {getattr(kind, '__name__', kind)}")
-    return value
-
-
-def _kind_of(source: Path, data: dict) -> StoredKind:
-    kind = ((data.get("machine_info") or {}).get("infermatrix") or {}).get("hardware_kind")
-    if not isinstance(kind, dict) or not isinstance(kind.get("id"), str):
-        raise InputError(f"{source}: machine_info has no infermatrix.hardware_kind (found {kind!r}); "
-                         "shards are written by the infermatrix plugin, which records the hardware kind")
-    try:
-        check_kind_id(kind["id"])
-    except ValueError as exc:
-        raise InputError(f"{source}: {exc}") from None
-    return StoredKind(id=kind["id"], payload=kind)
+    kind: HardwareKind
 
 
 def read_shard(source: Path) -> Shard:
@@ -93,33 +66,29 @@ def read_shard(source: Path) -> Shard:
         raise InputError(f"{source}: not a readable JSON file ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise InputError(f"{source}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
-    block = data.get(SHARD_KEY)
-    if not isinstance(block, dict):
+    try:
+        record = shard_record.read_shard(data)
+    except ShardRecordError as exc:
+        raise InputError(f"{source}: {exc}") from None
+    if record is None:
         raise InputError(f"{source}: no {SHARD_KEY!r} record: not a shard written by the infermatrix plugin "
                          "(pytest perf_tests ... --benchmark-json FILE)")
-    splits, group = _field(source, block, "splits", int), _field(source, block, "group", int)
-    if splits < 1 or not 1 <= group <= splits:
-        raise InputError(f"{source}: shard group {group} of {splits} splits is not within 1..splits")
-    outcomes_json = _field(source, block, "outcomes", dict)
+    machine_info = data.get("machine_info")
+    if not isinstance(machine_info, dict) or "hardware_kind" not in (machine_info.get("infermatrix") or {}):
+        raise InputError(f"{source}: machine_info has no infermatrix.hardware_kind: shards are written by the "
+                         "infermatrix plugin, which records the hardware kind")
     try:
-        outcomes = {k: CaseOutcome.from_json(k, v) for k, v in outcomes_json.items()}
-    except ValueError as exc:
+        kind = kind_of(machine_info)
+    except KindError as exc:
         raise InputError(f"{source}: {exc}") from None
-    commit = block.get("commit")
-    if commit is not None and not isinstance(commit, str):
-        raise InputError(f"{source}: {SHARD_KEY}.commit is {commit!r}, not a commit id or null")
-    kind = _kind_of(source, data)
-    if block.get("kind") != kind.id:
-        raise InputError(f"{source}: {SHARD_KEY}.kind {block.get('kind')!r} differs from machine_info's "
+    if record.kind != kind.id:
+        raise InputError(f"{source}: {SHARD_KEY}.kind {record.kind!r} differs from machine_info's "
                          f"hardware kind {kind.id!r}")
     try:
         parse_utc(data.get("datetime"))
     except ValueError:
         raise InputError(f"{source}: datetime {data.get('datetime')!r} is not an ISO 8601 time") from None
-    return Shard(source=source, group=group, splits=splits,
-                 planned=tuple(_field(source, block, "planned", list)),
-                 selected=tuple(_field(source, block, "selected", list)),
-                 outcomes=outcomes, commit=commit, kind=kind, data=data)
+    return Shard(source=source, record=record, kind=kind, data=data)
 
 
 def _one_value(shards: list[Shard], what: str, value_of) -> Any:
@@ -133,10 +102,10 @@ def _one_value(shards: list[Shard], what: str, value_of) -> Any:
 
 def _check_plan(shards: list[Shard]) -> tuple[str, ...]:
     first = shards[0]
-    plan = set(first.planned)
+    plan = set(first.record.planned)
     for shard in shards[1:]:
-        if set(shard.planned) != plan:
-            extra, lacking = sorted(set(shard.planned) - plan), sorted(plan - set(shard.planned))
+        if set(shard.record.planned) != plan:
+            extra, lacking = sorted(set(shard.record.planned) - plan), sorted(plan - set(shard.record.planned))
             raise InputError(f"{shard.source}: its plan differs from {first.source}'s "
                              f"({len(extra)} cases only here, e.g. {extra[:1]}; {len(lacking)} only there, "
                              f"e.g. {lacking[:1]}): shards of one run share one plan")
@@ -147,8 +116,8 @@ def _check_once(shards: list[Shard], plan: tuple[str, ...]) -> None:
     """No case twice (selected, benchmarked or given an outcome by two shards, or twice in one)
     and none outside the plan."""
     planned = set(plan)
-    for what, cases_of in (("selected", lambda s: s.selected), ("benchmarked", lambda s: s.benchmarked),
-                           ("given an outcome", lambda s: list(s.outcomes))):
+    for what, cases_of in (("selected", lambda s: s.record.selected), ("benchmarked", lambda s: s.benchmarked),
+                           ("given an outcome", lambda s: list(s.record.outcomes))):
         seen: dict[str, Path] = {}
         for shard in shards:
             for case in cases_of(shard):
@@ -192,12 +161,12 @@ def merge_shards(sources: list[Path]) -> MergedRun:
             raise InputError(f"{after.source}: shard {after.group} of {after.splits} given twice "
                              f"(also {before.source})")
     splits = _one_value(shards, "splits", lambda s: s.splits)
-    commit = _one_value(shards, "commit", lambda s: s.commit)
+    commit = _one_value(shards, "commit", lambda s: s.record.commit)
     _one_value(shards, "hardware kind", lambda s: s.kind.id)
     kind = shards[0].kind
     plan = _check_plan(shards)
     _check_once(shards, plan)
-    outcomes = {k: v for s in shards for k, v in s.outcomes.items()}
+    outcomes = {k: v for s in shards for k, v in s.record.outcomes.items()}
     accounted = set(outcomes) | {case for s in shards for case in s.benchmarked}
     present = tuple(s.group for s in shards)
     missing = tuple(g for g in range(1, splits + 1) if g not in present)

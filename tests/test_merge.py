@@ -12,12 +12,19 @@ import pytest
 
 from infermatrix.commands.main import main
 from infermatrix.core import history_layout
+from infermatrix.core.hardware_kind import HardwareKind
 from infermatrix.core.run_record import RunRecord
 from tests.runs import bench
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-KIND = "amd-epyc-2cpu-avx2-3f9a1c2e"
-OTHER_KIND = "nvidia-h100-1gpu-cuda13-9b8c7d6e"
+CPU_KIND = HardwareKind(cpu_model="AMD EPYC 7763 64-Core Processor", cpu_flags=("avx2",), cpus=2, gpu_name=None,
+                        gpu_count=0, driver=None, cuda=None,
+                        libraries=(("onnxruntime", "1.31.1"), ("torch", "2.14.1")))
+GPU_KIND = HardwareKind(cpu_model="Intel Xeon Platinum 8480+", cpu_flags=("amx_bf16", "avx512f"), cpus=16,
+                        gpu_name="NVIDIA H100 80GB HBM3", gpu_count=1, driver="580.65", cuda="13.0",
+                        libraries=(("onnxruntime-gpu", "1.31.1"), ("torch", "2.14.1")))
+KINDS = {k.id: k for k in (CPU_KIND, GPU_KIND)}
+KIND, OTHER_KIND = CPU_KIND.id, GPU_KIND.id
 CASES = [f"tiny-cnn-{engine}-fp32-bs1-cpu" for engine in ("torch", "onnxruntime", "openvino")]
 
 
@@ -45,8 +52,7 @@ def shard(group: int, cases: list[str], splits: int = 3, kind: str = KIND, commi
         stats.update(outliers="0;0", ld15iqr=stats["min"], hd15iqr=stats["max"], iterations=1,
                      ops=1 / stats["mean"], total=stats["mean"] * stats["rounds"])
         benchmarks.append(entry)
-    kind_json = {"id": kind, "label": f"label of {kind}", "fields": {"cpus": 2}}
-    return {"machine_info": {"node": f"runner-{group}", "infermatrix": {"hardware_kind": kind_json}},
+    return {"machine_info": {"node": f"runner-{group}", "infermatrix": {"hardware_kind": KINDS[kind].to_json()}},
             "commit_info": {"id": commit, "dirty": False}, "benchmarks": benchmarks, "datetime": when,
             "version": "5.3.1",
             "infermatrix_equivalence": [{"id": c, "status": "pass"} for c in cases],
@@ -84,7 +90,7 @@ def test_a_complete_run_is_one_run_of_its_kind_with_every_case(tmp_path, capsys)
     code, out, _ = merge([*shard_set(tmp_path / "shards"), "--into", history], capsys)
     assert code == 0, out
     assert history_layout.kinds(history) == [KIND]
-    assert history_layout.kind_label(history, KIND) == f"label of {KIND}"
+    assert history_layout.kind_label(history, KIND) == CPU_KIND.label
     (entry,) = history_layout.runs(history, KIND)
     assert entry.path.name == "20260102T030405Z-0123456789ab.json" and entry.complete
     assert str(entry.path) in out
@@ -272,3 +278,20 @@ def test_pytest_benchmark_compare_reads_a_merged_run(tmp_path, capsys):
     assert done.returncode == 0, done.stderr
     for case in CASES:
         assert case in done.stdout
+
+
+def test_a_kind_id_that_its_fields_do_not_give_is_refused(tmp_path, capsys):
+    paths = shard_set(tmp_path / "shards")
+    data = json.loads(paths[0].read_text())
+    data["machine_info"]["infermatrix"]["hardware_kind"]["id"] = OTHER_KIND   # edited, fields left as they were
+    data["infermatrix_shard"]["kind"] = OTHER_KIND
+    paths[0].write_text(json.dumps(data))
+    refused(tmp_path, capsys, paths, str(paths[0]), OTHER_KIND, "does not match its fields")
+
+
+def test_a_shard_without_a_hardware_kind_is_refused(tmp_path, capsys):
+    paths = shard_set(tmp_path / "shards")
+    data = json.loads(paths[1].read_text())
+    del data["machine_info"]["infermatrix"]["hardware_kind"]
+    paths[1].write_text(json.dumps(data))
+    refused(tmp_path, capsys, paths, str(paths[1]), "hardware_kind")
