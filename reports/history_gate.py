@@ -167,9 +167,10 @@ def history_kinds(history: Path, kind_id: str | None = None) -> list[str]:
     return [kind_id]
 
 
-def analyse_history(history: Path, kind_id: str | None = None, metric: str = "p50") -> list[CaseTrend]:
+def analyse_history(history: Path, kind_id: str | None = None, metric: str = "p50", *,
+                    min_points: int = MIN_POINTS, **detection: Any) -> list[CaseTrend]:
     """Every case of the kind (or of every kind) with its band and change points, sorted by kind
-    and case."""
+    and case; ``detection``: reports/changepoints.py detect()'s alpha, min_change, min_segment."""
     from .changepoints import detect
 
     check_metric(metric)
@@ -177,7 +178,7 @@ def analyse_history(history: Path, kind_id: str | None = None, metric: str = "p5
     for kind in history_kinds(history, kind_id):
         for case, points in sorted(load_series(history, kind).items()):
             clean = [(i, p.value(metric)) for i, p in enumerate(points) if not p.noisy and p.value(metric)]
-            found = detect([i for i, _ in clean], [v for _, v in clean], min_points=MIN_POINTS)
+            found = detect([i for i, _ in clean], [v for _, v in clean], min_points=min_points, **detection)
             steps = tuple(ChangePoint(s.index, points[s.index].commit, s.before, s.after, s.change_rel, s.band_rel,
                                       s.change_rel > 0) for s in found.steps)
             trends.append(CaseTrend(kind, case, tuple(points), found.band_rel, steps))
