@@ -204,7 +204,7 @@ def missing_lines(record: RunRecord) -> list[str]:
     """What an incomplete run lacks, in words."""
     lines = []
     if record.shards_missing:
-        lines.append(f"shards missing: {', '.join(map(str, record.shards_missing))} of {record.splits}")
+        lines.append(f"shards missing: {', '.join(map(str, record.shards_missing))} (of {record.splits})")
     if record.cases_missing:
         lines.append(f"cases missing ({len(record.cases_missing)}): neither benchmarked nor given an outcome")
         lines += [f"  {case}" for case in record.cases_missing]

@@ -111,7 +111,7 @@ def test_a_missing_shard_is_stored_as_incomplete_naming_it_and_its_cases(tmp_pat
     one, _, three = shard_set(tmp_path / "shards")
     code, _, err = merge([one, three, "--into", history], capsys)
     assert code == 1
-    assert "INCOMPLETE" in err and "shards missing: 2 of 3" in err
+    assert "INCOMPLETE" in err and "shards missing: 2 (of 3)" in err
     for case in (latency_id(CASES[1]), equivalence_id(CASES[1])):
         assert case in err
     assert history_layout.runs(history, KIND) == []   # never a point of the series
@@ -126,7 +126,7 @@ def test_accept_incomplete_exits_0_and_still_marks_the_run(tmp_path, capsys):
     history = tmp_path / "history"
     one, two, _ = shard_set(tmp_path / "shards")
     code, _, err = merge([one, two, "--into", history, "--accept-incomplete"], capsys)
-    assert code == 0 and "shards missing: 3 of 3" in err
+    assert code == 0 and "shards missing: 3 (of 3)" in err
     (entry,) = history_layout.runs(history, KIND, include_incomplete=True)
     assert not entry.complete
 
