@@ -66,6 +66,9 @@ def read_shard(source: Path) -> Shard:
         raise InputError(f"{source}: not a readable JSON file ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise InputError(f"{source}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
+    for bench in data["benchmarks"]:
+        if not isinstance(bench, dict) or not isinstance(bench.get("fullname"), str):
+            raise InputError(f"{source}: benchmark {bench!r:.200} has no 'fullname' (the case's node id)")
     try:
         record = shard_record.read_shard(data)
     except ShardRecordError as exc:
@@ -135,6 +138,8 @@ def _combined_time(accounts: list[dict[str, Any]]) -> dict[str, Any]:
     phases: dict[str, dict[str, float]] = {}
     for account in accounts:
         for row in account.get("phases") or []:
+            if not isinstance(row, dict) or not isinstance(row.get("phase"), str):
+                continue   # not a phase row: nothing to add up
             total = phases.setdefault(row["phase"], {"seconds": 0.0, "count": 0})
             total["seconds"] += row.get("seconds") or 0.0
             total["count"] += row.get("count") or 0
@@ -187,7 +192,10 @@ def merge_shards(sources: list[Path]) -> MergedRun:
     equivalence = [r for s in shards for r in s.data.get(EQUIVALENCE_KEY) or []]
     if equivalence:
         # a case's equivalence is checked in every shard that times it: keep each once
-        data[EQUIVALENCE_KEY] = list({r.get("id"): r for r in reversed(equivalence)}.values())[::-1]
+        kept: dict[Any, dict] = {}
+        for checked in equivalence:
+            kept.setdefault(checked.get("id"), checked)
+        data[EQUIVALENCE_KEY] = list(kept.values())
     accounts = [s.data[TIME_KEY] for s in shards if isinstance(s.data.get(TIME_KEY), dict)]
     if accounts:
         data[TIME_KEY] = _combined_time(accounts)

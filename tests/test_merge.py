@@ -295,3 +295,12 @@ def test_a_shard_without_a_hardware_kind_is_refused(tmp_path, capsys):
     del data["machine_info"]["infermatrix"]["hardware_kind"]
     paths[1].write_text(json.dumps(data))
     refused(tmp_path, capsys, paths, str(paths[1]), "hardware_kind")
+
+
+def test_an_equivalence_check_saved_by_two_shards_is_kept_once(tmp_path, capsys):
+    data = [shard(g, [CASES[g - 1]]) for g in (1, 2, 3)]
+    data[1]["infermatrix_equivalence"].append({"id": CASES[0], "status": "pass"})   # checked again in shard 2
+    paths = [write(tmp_path, f"s{i}.json", d) for i, d in enumerate(data, 1)]
+    assert merge([*paths, "--into", tmp_path / "history"], capsys)[0] == 0
+    (entry,) = history_layout.runs(tmp_path / "history", KIND)
+    assert [r["id"] for r in history_layout.load_run(entry)["infermatrix_equivalence"]] == CASES
