@@ -16,6 +16,14 @@ from .main import EXIT_OK
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Bencher's own CLI flags (its clap definitions: services/cli/src/parser/run.rs, measure.rs)
+    parser.epilog = (
+        "It prints the upload, with BENCHER_API_TOKEN in the environment: bencher run --project SLUG "
+        "--branch BRANCH --hash COMMIT --testbed KIND --adapter json --file BMF.json --err. Latency is in "
+        "nanoseconds and throughput in items per second (Bencher's built-in latency and throughput "
+        "measures); create the custom measures once per project: bencher measure create SLUG --name "
+        "'Latency p99' --slug latency-p99 --units 'nanoseconds (ns)', and likewise load-rss, "
+        "run-peak-rss and gpu-peak-memory with --units bytes.")
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN.json",
                         help="runs of one hardware kind and one commit: a merged run from the history "
                              "(HISTORY/<kind>/runs/...), or an unsplit pytest-benchmark JSON")
