@@ -2,29 +2,34 @@
 
 Two steps, each with a reason:
 
-1. **Candidates** from ruptures (a maintained change-point library): PELT with the L1 cost on the
-   log of the values, so a step is a ratio and one wild run moves a median, not a mean.
-2. **Judgement** of each candidate by the case's own noise: the step between the medians of the
-   segments on either side of it is compared with the largest step that the case's noise alone
-   shows at **any** split of a window that long (its runs' residuals around their segments'
-   medians, resampled: a bootstrap of the scan, so picking the best split is paid for, and the
-   noise's own shape, outliers included, is what is resampled). A step stands when it is beyond
-   that band at ``alpha`` and at least ``min_change``; the weakest failing candidate is merged away
+1. **Candidates** from ruptures (a maintained change-point library): PELT with its rank cost
+   (Lung-Yut-Fong et al. 2015), so a run slowed 60 % by a loaded host counts as one rank, not as
+   60 %; its penalty is generous (a candidate is proposed when its rank statistic Z has Z^2 above
+   log n): the judgement decides.
+2. **Judgement** of each candidate: the Mann-Whitney statistic (standardized) between the runs on
+   either side of it, against the largest one that runs with no step show at **any** split of a
+   window that long (a permutation test of the scan: picking the best split is paid for; runs of a
+   history are separate processes, exchangeable when nothing changed, so the test is exact whatever
+   the noise's shape). A step stands beyond that threshold at ``alpha`` and when its change (the
+   ratio of the medians) is at least ``min_change``; the weakest failing candidate is merged away
    and the rest judged again.
 
-A step is reported with its band, so "regressed by +12 % (band ±5 %)" says how far beyond the
-case's own noise it is; the case's band of one run (for the trend's shading) is 1.96 robust
-standard deviations of its runs around their segments' medians. The permutations use a fixed seed:
-the same history gives the same verdict. bench/history_gate_power.py measures false alarms and
-power on this machine's own run-to-run noise.
+A step is reported with its band: the smallest step that these same runs (the ones after it moved
+back to the level before it) would need to show to stand, so "regressed by +12 % (band ±5 %)" says
+how far beyond the case's own noise it is. The case's band of one run (the trend's shading) is
+1.96 robust standard deviations of its runs around their segments' medians. The permutations use a
+fixed seed: the same history gives the same verdict. bench/history_gate_power.py measures false
+alarms and power on this machine's own run-to-run noise.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+from scipy.stats import rankdata
 
 #: the false-alarm rate of one judged step (the permutation test's level)
 DEFAULT_ALPHA = 0.01
@@ -33,12 +38,12 @@ DEFAULT_ALPHA = 0.01
 DEFAULT_MIN_CHANGE = 0.02
 #: the fewest runs on each side of a step
 DEFAULT_MIN_SEGMENT = 3
-#: resamples of the noise per window length (p resolution 1/500); the most runs on either side of a step judged
-PERMUTATIONS = 499
+#: permutations of the scan's null per window length; the most runs on either side of a step judged
+PERMUTATIONS = 1999
 MAX_SEGMENT = 60
 #: the run-to-run band of one point: 95 % of a single run's values around the case's level
 POINT_BAND_Z = 1.96
-COSTS = ("l1", "l2")
+COSTS = ("rank", "l1", "l2")
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class Step:
     before: float         # median of the segment before
     after: float          # median of the segment after
     change_rel: float     # after / before - 1
-    band_rel: float       # the largest step the case's noise alone shows in this window (at alpha)
+    band_rel: float       # the smallest step these runs would need to show to stand (at alpha)
 
     def __post_init__(self) -> None:
         if not (self.before > 0 and self.after > 0 and self.band_rel >= 0):
@@ -76,55 +81,75 @@ def _candidates(logs: np.ndarray, sigma: float, min_segment: int, cost: str) -> 
     n = len(logs)
     if n < 2 * min_segment:
         return []
-    # generous penalty (an L1 cost is in units of sigma): PELT proposes, the judgement decides
     algo = rpt.Pelt(model=cost, min_size=min_segment, jump=1).fit(logs.reshape(-1, 1))
-    scale = sigma if cost == "l1" else sigma ** 2   # an L1 cost is in units of sigma, an L2 cost of sigma^2
+    # the penalty in the cost's own units: a rank cost's drop at a split is about Z^2 (no scale),
+    # an L1 cost's is in units of sigma, an L2 cost's of sigma^2
+    scale = {"rank": 1.0, "l1": sigma, "l2": sigma ** 2}[cost]
     return [b for b in algo.predict(pen=max(scale, 1e-12) * math.log(n)) if b < n]
 
 
-def _scan(rows: np.ndarray, min_segment: int) -> np.ndarray:
-    """Per row: the largest standardized step between the medians left and right of any split."""
-    n = rows.shape[1]
-    best = np.zeros(rows.shape[0])
-    for k in range(min_segment, n - min_segment + 1):
-        step = np.abs(np.median(rows[:, k:], axis=1) - np.median(rows[:, :k], axis=1)) / math.sqrt(1 / k + 1 / (n - k))
-        np.maximum(best, step, out=best)
-    return best
+def rank_z(left: np.ndarray, right: np.ndarray) -> float:
+    """The Mann-Whitney statistic of ``right`` against ``left``, standardized (+: right is higher)."""
+    n1, n2 = len(left), len(right)
+    n = n1 + n2
+    ranks = rankdata(np.concatenate([left, right]))
+    return float((ranks[n1:].sum() - n2 * (n + 1) / 2) / math.sqrt(n1 * n2 * (n + 1) / 12))
+
+
+@lru_cache(maxsize=512)
+def scan_threshold(n: int, min_segment: int, alpha: float) -> float:
+    """The (1 - alpha) quantile of the largest |Z| over every split of n exchangeable runs (at
+    least ``min_segment`` on each side): what no step shows, once in 1/alpha windows."""
+    rng = np.random.default_rng(0)   # the same history, the same verdict
+    sums = np.cumsum(rng.permuted(np.tile(np.arange(1.0, n + 1), (PERMUTATIONS, 1)), axis=1), axis=1)
+    k = np.arange(min_segment, n - min_segment + 1)
+    right = (n * (n + 1) / 2 - sums[:, k - 1])   # the rank sum right of each split
+    z = (right - (n - k) * (n + 1) / 2) / np.sqrt(k * (n - k) * (n + 1) / 12)
+    return float(np.quantile(np.abs(z).max(axis=1), 1 - alpha))
+
+
+def _band(left: np.ndarray, right: np.ndarray, threshold: float, sign: float) -> float:
+    """The smallest log step (>= 0) that ``right``, moved back to the level of ``left`` and then
+    stepped by it (in the direction ``sign``), needs for its |Z| to pass ``threshold``; inf when
+    these few runs cannot pass it at all."""
+    base = right - np.median(right) + np.median(left)
+    hi = float(np.ptp(np.concatenate([left, base]))) * 2 + 1e-9
+    if sign * rank_z(left, base + sign * hi) <= threshold:
+        return math.inf
+    lo = 0.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if sign * rank_z(left, base + sign * mid) <= threshold else (lo, mid)
+    return hi
 
 
 def _residuals(logs: np.ndarray, bkps: list[int]) -> np.ndarray:
-    """The runs' noise with the steps taken out: each segment's values around its median, scaled up
-    for the spread a segment's own median hides (sqrt(n / (n - 1)))."""
+    """The runs' noise with the steps taken out: each segment's values around its median."""
     edges = [0, *bkps, len(logs)]
-    parts = [(logs[a:b] - np.median(logs[a:b])) * math.sqrt((b - a) / max(b - a - 1, 1)) for a, b in zip(edges, edges[1:])]
-    return np.concatenate(parts)
+    return np.concatenate([logs[a:b] - np.median(logs[a:b]) for a, b in zip(edges, edges[1:])])
 
 
 def _judge(logs: np.ndarray, bkps: list[int], alpha: float, min_change: float, min_segment: int) -> list[tuple]:
-    """(breakpoint, log change, log band, stands) for each breakpoint, between its neighbours."""
+    """(breakpoint, log change, log band, strength, stands) for each breakpoint, between its neighbours."""
     edges = [0, *bkps, len(logs)]
-    noise = _residuals(logs, bkps)
-    rng = np.random.default_rng(0)   # the same history, the same verdict
-    band_of: dict[int, float] = {}   # the scan's quantile, per window length
     out = []
     for k, b in enumerate(bkps):
         left, right = logs[max(edges[k], b - MAX_SEGMENT):b], logs[b:min(edges[k + 2], b + MAX_SEGMENT)]
         change = float(np.median(right) - np.median(left))
-        n = len(left) + len(right)
-        if n not in band_of:
-            null = _scan(rng.choice(noise, size=(PERMUTATIONS, n), replace=True), min_segment)
-            band_of[n] = float(np.quantile(null, 1 - alpha))
-        band = band_of[n] * math.sqrt(1 / len(left) + 1 / len(right))
-        out.append((b, change, band, abs(change) > band and abs(math.expm1(change)) >= min_change))
+        z = rank_z(left, right)
+        threshold = scan_threshold(len(left) + len(right), min_segment, alpha)
+        stands = abs(z) > threshold and abs(math.expm1(change)) >= min_change and change * z > 0
+        band = _band(left, right, threshold, 1.0 if change >= 0 else -1.0) if stands else math.inf
+        out.append((b, change, band, abs(z) / threshold, stands))
     return out
 
 
 def detect(indices: Sequence[int], values: Sequence[float], *, min_points: int = 8, alpha: float = DEFAULT_ALPHA,
            min_change: float = DEFAULT_MIN_CHANGE, min_segment: int = DEFAULT_MIN_SEGMENT,
-           cost: str = "l1") -> Detection:
+           cost: str = "rank") -> Detection:
     """The steps of ``values`` (positive, oldest first; ``indices`` are the caller's positions of
     them, which a step reports). Fewer than ``min_points`` values: no band and no steps.
-    ``cost``: ruptures' cost of the candidates, "l1" (the gate's) or "l2" (to compare with)."""
+    ``cost``: ruptures' cost of the candidates, "rank" (the gate's), "l1" or "l2" (to compare with)."""
     if cost not in COSTS:
         raise ValueError(f"cost {cost!r} is not one of {', '.join(COSTS)}")
     if not 0.0 < alpha < 1.0:
@@ -140,14 +165,14 @@ def detect(indices: Sequence[int], values: Sequence[float], *, min_points: int =
     bkps = _candidates(logs, robust_sigma(logs), min_segment, cost)
     while True:
         judged = _judge(logs, bkps, alpha, min_change, min_segment)
-        failing = [j for j in judged if not j[3]]
+        failing = [j for j in judged if not j[4]]
         if not failing:
             break
-        # merge away the weakest candidate (smallest change over its band) and judge the rest again
-        weakest = min(failing, key=lambda j: abs(j[1]) / j[2] if j[2] > 0 else math.inf)
-        bkps.remove(weakest[0])
+        # merge away the weakest candidate (its statistic the smallest share of its threshold)
+        # and judge the rest again
+        bkps.remove(min(failing, key=lambda j: j[3])[0])
     edges = [0, *bkps, len(logs)]
     steps = tuple(Step(int(indices[b]), float(np.median(raw[edges[k]:b])), float(np.median(raw[b:edges[k + 2]])),
-                       math.expm1(change), math.expm1(band)) for k, (b, change, band, _) in enumerate(judged))
+                       math.expm1(change), math.expm1(band)) for k, (b, change, band, _, _) in enumerate(judged))
     sigma = 1.4826 * float(np.median(np.abs(_residuals(logs, bkps))))
     return Detection(math.expm1(POINT_BAND_Z * sigma), sigma, steps)

@@ -190,5 +190,5 @@ def test_detect_needs_enough_values_and_positive_ones():
     assert detect(range(5), [1.0] * 5, min_points=8).steps == ()
     with pytest.raises(ValueError, match="positive and finite"):
         detect(range(8), [1.0] * 7 + [0.0])
-    with pytest.raises(ValueError, match="cost 'l3' is not one of l1, l2"):
+    with pytest.raises(ValueError, match="cost 'l3' is not one of rank, l1, l2"):
         detect(range(8), [1.0] * 8, cost="l3")
