@@ -173,7 +173,10 @@ def test_the_fan_in_needs_every_shard_runs_always_and_pushes_with_retries(repo_r
     # an incomplete run (merge exit 1) is pushed first, then fails the job
     final = fan_in["steps"][-1]
     assert final["if"] == "always() && steps.merge.outputs.status == '1'" and "exit 1" in final["run"]
-    assert workflow(repo_root, name)["permissions"]["contents"] == "write"
+    # only the writer may push: no other job (a PR's code included) gets a write token
+    assert fan_in["permissions"] == {"contents": "write"}
+    assert workflow(repo_root, name)["permissions"] == {"contents": "read"}
+    assert all("write" not in str(job.get("permissions", "")) for j, job in jobs.items() if j not in ("fan-in", "pages"))
     assert workflow(repo_root, name)["defaults"]["run"]["shell"] == "bash"   # -o pipefail under tee
 
 
