@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "ab": "benchmark BASE and NEW in one job, alternating blocks, then gate (for CI)",
     "config": "show the run configuration a pytest run with these options would use (--print)",
     "export": "the VL pipeline as standalone artifacts (ONNX, safetensors, runnable scripts)",
+    "kind": "this host's hardware kind: the id its runs are kept under in a history (--json: every field)",
     "merge": "the shards of one sharded run as one run in a history kept per hardware kind",
     "watch": "the gate learned from a history: each case's change points against its own noise band (for main)",
     "bencher": "runs as Bencher Metric Format JSON, and the `bencher run` that uploads them (kind = testbed)",

@@ -43,7 +43,8 @@ def gate(base_path, new_path, args: argparse.Namespace, fail_on_missing: bool = 
     thresholds = parse_thresholds(args.threshold)
     base_frame, new_frame = load_frame([base_path]), load_frame([new_path])
     # every run on each side, not the last one: a storage dir may hold several machines
-    base_hw, new_hw = sorted(set(base_frame["machine"])), sorted(set(new_frame["machine"]))
+    # the hardware, not the whole kind: an A/B of a library upgrade compares two kinds of one machine
+    base_hw, new_hw = sorted(set(base_frame["hardware"])), sorted(set(new_frame["hardware"]))
     if len(set(base_hw) | set(new_hw)) > 1 and not getattr(args, "allow_hardware_mismatch", False):
         raise InputError("refusing to compare different hardware: base ran on "
                          f"{', '.join(map(repr, base_hw))}, new on {', '.join(map(repr, new_hw))} "

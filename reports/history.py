@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from infermatrix.core.hardware import hardware_id
+from infermatrix.core.hardware_kind import KindError, kind_of
 from infermatrix.core.schema import Record, SchemaError, read_record
 
 #: the case columns of a frame (core/schema.py's case key; the scheme rides in the precision label)
@@ -34,7 +34,8 @@ class InputError(Exception):
 class Run:
     path: Path
     datetime: str
-    machine: str               # hardware fingerprint: CPU model (+ GPU name)
+    machine: str               # the hardware kind's id: a series never joins two kinds (core/hardware_kind.py)
+    hardware: str              # the kind's hardware alone (CPU, CPUs, flags, GPU): what the compare gate matches
     data: dict[str, Any]
 
 
@@ -67,7 +68,11 @@ def load_run(path: Path) -> Run:
         raise InputError(f"{path}: not a pytest-benchmark run (no 'benchmarks' list)")
     if not isinstance(data.get("machine_info", {}), dict):
         raise InputError(f"{path}: machine_info is a {type(data['machine_info']).__name__}; expected an object")
-    return Run(path, str(data.get("datetime", "")), hardware_id(data.get("machine_info") or {}), data)
+    try:  # the kind the run recorded, or derived from an older run's machine_info
+        kind = kind_of(data.get("machine_info") or {})
+    except (KindError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: machine_info: {exc}") from None
+    return Run(path, str(data.get("datetime", "")), kind.id, kind.hardware, data)
 
 
 def read(path: Path, bench: Any) -> Record:
@@ -95,6 +100,7 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
             case, ref = record.case, record.reference
             rows.append({
                 "run": path.name, "path": str(path), "datetime": run.datetime, "machine": run.machine,
+                "hardware": run.hardware,
                 "case": record.label(), "name": bench.get("name"), "group": bench.get("group"),
                 "kind": record.kind, "is_latency": record.kind == "latency",
                 "loadgen_scenario": info.get("loadgen_scenario"),

@@ -7,8 +7,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
+
+from infermatrix.core.hardware_kind import HardwareKind
 
 
 @pytest.fixture
@@ -67,7 +70,11 @@ def test_compare_against_other_hardware_is_refused_unless_allowed(bench_run):
     assert bench_run("--benchmark-autosave").ret == 0
     [saved] = saved_runs(bench_run.storage)
     data = json.loads(saved.read_text())
-    data["machine_info"]["infermatrix"]["gpu"] = {"name": "NVIDIA H100 80GB HBM3"}
+    ours = data["machine_info"]["infermatrix"]
+    ours["gpu"] = {"name": "NVIDIA H100 80GB HBM3"}
+    # the run's recorded hardware kind is what the compare reads: measured on an H100 host
+    kind = HardwareKind.from_json(ours["hardware_kind"])
+    ours["hardware_kind"] = replace(kind, gpu_name="NVIDIA H100 80GB HBM3", gpu_count=1).to_json()
     saved.write_text(json.dumps(data))
     refused = bench_run("--benchmark-compare")
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
