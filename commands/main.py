@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "kind": "this host's hardware kind: the id its runs are kept under in a history (--json: every field)",
     "merge": "the shards of one sharded run as one run in a history kept per hardware kind",
     "watch": "the gate learned from a history: each case's change points against its own noise band (for main)",
+    "publish": "a static web page of a history (heat map, trends, change points), opened from a file",
     "bencher": "runs as Bencher Metric Format JSON, and the `bencher run` that uploads them (kind = testbed)",
 }
 
