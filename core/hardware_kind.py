@@ -105,7 +105,10 @@ class HardwareKind:
         if self.gpu_count:
             parts.append(f"{self.gpu_count}x-{_slug(self.gpu_name or '')[:24]}")
         slug = "-".join(p.strip("-") for p in parts if p.strip("-"))
-        slug = slug[:MAX_ID_CHARS - _HASH_CHARS - 1].strip("-") or "host"
+        room = MAX_ID_CHARS - _HASH_CHARS - 1
+        if len(slug) > room:  # cut at a word's end, not inside one
+            slug = slug[:room + 1].rsplit("-", 1)[0] if "-" in slug[:room + 1] else slug[:room]
+        slug = slug.strip("-") or "host"
         return f"{slug}-{self.digest}"
 
     @property
