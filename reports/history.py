@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from infermatrix.core import history_layout
 from infermatrix.core.hardware_kind import KindError, kind_of
 from infermatrix.core.schema import Record, SchemaError, read_record
 
@@ -45,7 +46,14 @@ def run_files(paths: list[str | Path]) -> list[Path]:
         p = Path(raw)
         if not p.exists():
             raise InputError(f"{p}: no such file or directory")
-        if p.is_dir():
+        if p.is_dir() and history_layout.kinds(p):
+            # a history kept per hardware kind (infermatrix merge): its complete runs; kind.json and
+            # an incomplete run are never read as a point
+            found = [e.path for kind in history_layout.kinds(p) for e in history_layout.runs(p, kind)]
+            if not found:
+                raise InputError(f"{p}: a history with no complete run (kinds: {', '.join(history_layout.kinds(p))})")
+            files += found
+        elif p.is_dir():
             found = sorted(f for f in p.rglob("*.json") if f.is_file())
             if not found:
                 raise InputError(f"{p}: no saved runs (*.json) under this directory")

@@ -18,6 +18,11 @@ OWN_OPTIONS = {
            "--out", "--threshold", "--alpha", "--markdown", "--timeout", "pytest_args"],
     "config": ["--print", "--rootdir", "--config", "--models", "--engines", "--batch-sizes"],
     "export": ["--pipeline", "--out", "--checkpoint", "--force", "--engine-cache"],
+    "kind": ["--json"],
+    "merge": ["SHARD.json", "--into", "--accept-incomplete"],
+    "watch": ["history", "--kind", "--metric", "--min-change"],
+    "publish": ["history", "--out", "--kind"],
+    "bencher": ["--out", "--project", "--branch", "--allow-incomplete"],
 }
 
 
@@ -34,7 +39,7 @@ def test_the_console_script_is_this_program():
 
 
 def test_help_lists_every_command_with_its_one_line_help(capsys):
-    assert list(COMMANDS) == ["report", "compare", "ab", "config", "export"]
+    assert list(COMMANDS) == ["report", "compare", "ab", "config", "export", "kind", "merge", "watch", "publish", "bencher"]
     assert exit_code(["--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())   # argparse wraps long help lines
     for name, help_line in COMMANDS.items():

@@ -258,3 +258,20 @@ def test_bad_figures_and_an_unwritable_markdown_are_bad_input_not_a_regression(p
     assert main(["compare", str(base), str(nulls)]) == 2
     err = capsys.readouterr().err
     assert "nulls.json" in err and "test_latency[tiny-cnn-torch-fp32-bs1-cpu]" in err and "stats.median" in err
+
+
+def test_report_reads_a_history_kept_per_kind_without_its_kind_file_or_incomplete_runs(tmp_path):
+    """``infermatrix merge`` lays a history out as <kind>/kind.json + <kind>/runs/*.json: the report
+    reads the complete runs, never kind.json as a run nor an incomplete run as a point."""
+    runs = tmp_path / "history" / "amd-epyc-2cpu-0123abcd" / "runs"
+    (runs.parent / "kind.json").parent.mkdir(parents=True)
+    (runs.parent / "kind.json").write_text('{"id": "amd-epyc-2cpu-0123abcd", "label": "AMD EPYC", "fields": {}}')
+    write_run(runs / "20261120T000000Z-0123456789ab.json", [bench(seed=1)], when="2026-11-20T00:00:00")
+    write_run(runs / "20261121T000000Z-0123456789ac.json", [bench(seed=2)], when="2026-11-21T00:00:00")
+    write_run(runs / "20261122T000000Z-0123456789ad-incomplete.json", [bench(median=9.0, seed=3)],
+              when="2026-11-22T00:00:00")
+    frame = load_frame([tmp_path / "history"])
+    assert sorted(Path(p).name for p in frame["path"].unique()) == [
+        "20261120T000000Z-0123456789ab.json", "20261121T000000Z-0123456789ac.json"]
+    assert main(["report", str(tmp_path / "history"), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "summary.md").is_file()
