@@ -34,14 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "default: every kind of the history, each its own series")
     parser.add_argument("--metric", choices=METRICS, default="p50", help="the latency percentile watched (default p50)")
     parser.add_argument("--min-change", type=_percent, default=DEFAULT_MIN_CHANGE,
-                        help=f"the smallest step worth a verdict, in %% (default {DEFAULT_MIN_CHANGE:.0%})")
+                        help=f"the smallest step worth a verdict, in %% (default {DEFAULT_MIN_CHANGE * 100:g})")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
                         help=f"false-alarm rate of one judged step: the permutation test's level (default {DEFAULT_ALPHA})")
     parser.add_argument("--min-runs", type=int, default=MIN_POINTS,
                         help=f"complete runs a kind needs before the gate judges it (default {MIN_POINTS})")
     parser.add_argument("--min-segment", type=int, default=DEFAULT_MIN_SEGMENT,
-                        help=f"runs needed on each side of a step (default {DEFAULT_MIN_SEGMENT}): a step in the "
-                             "newest runs is called once this many runs show it")
+                        help=f"the fewest runs on each side of a step (default {DEFAULT_MIN_SEGMENT}); a step in the "
+                             "newest runs is called once enough of them show it beyond the case's noise")
     parser.add_argument("--markdown", type=Path, help="also write the markdown table to this file")
 
 
@@ -113,9 +113,9 @@ def kind_section(kind: str, label: str, complete: int, incomplete: int, trends, 
     counts = {v: sum(r[1] == v for r in rows) for v in order}
     lines = [f"#### kind `{kind}`", "", f"{_cell(label)}: {complete} complete runs"
              + (f" ({incomplete} incomplete, not read)" if incomplete else "") + ".", "",
-             f"Gate: change points of each case's {args.metric} (ruptures PELT on its log), each step beyond "
-             f"the band of the case's own runs shuffled (permutation test, alpha {args.alpha:g}) and at least "
-             f"{args.min_change:.1%}.", "",
+             f"Gate: change points of each case's {args.metric} (ruptures PELT, rank cost), each step a Mann-Whitney "
+             f"statistic beyond what runs with no step show at any split (permutation test, alpha {args.alpha:g}) "
+             f"and at least {args.min_change:.1%}; band: the smallest step those runs would need to show.", "",
              " · ".join(f"{n} {v}" for v, n in counts.items()), "",
              f"| case | verdict | newest {args.metric} | band (one run) | change points |", "|---|---|---:|---:|---|"]
     for trend, verdict, why in sorted(rows, key=lambda r: (order[r[1]], r[0].case)):

@@ -23,7 +23,7 @@ from .history import InputError, number, read
 
 METRICS = ("p50", "p90", "p99")
 #: fewer clean points than this and a case has no band and no change points
-MIN_POINTS = 8
+MIN_POINTS = 10
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,7 @@ def test_bad_input_exits_2_and_says_why(tmp_path, capsys):
     assert code == 2 and "no hardware kind" in err
     history = history_of(tmp_path, series(5))
     code, _, err = watch(history, capsys=capsys)
-    assert code == 2 and "has 5 complete run(s)" in err and "needs at least 8" in err
+    assert code == 2 and "has 5 complete run(s)" in err and "needs at least 10" in err
     code, _, err = watch(history, "--kind", "gpu-z-00000009", capsys=capsys)
     assert code == 2 and "its kinds: cpu-a-00000001" in err
     with pytest.raises(SystemExit) as exc:
@@ -184,6 +184,13 @@ def test_the_markdown_file_is_the_printed_table(tmp_path, capsys):
     code, out, _ = watch(history, "--markdown", str(tmp_path / "gate.md"), capsys=capsys)
     assert code == 0 and (tmp_path / "gate.md").read_text() in out
     assert f"| {CASE.id} | steady |" in out
+
+
+def test_watch_help_lists_its_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["watch", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and all(f in out for f in ("--kind", "--metric", "--min-change", "--alpha"))
 
 
 def test_detect_needs_enough_values_and_positive_ones():
