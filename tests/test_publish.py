@@ -150,7 +150,7 @@ def test_embedded_data_cannot_break_out_of_its_script_element():
     parser = _Scripts()
     parser.feed(render.page_html(data, title=HOSTILE))
     assert [a.get("type") or a.get("src") for a, _ in parser.scripts] == \
-        ["application/json", "assets/chart.js", "assets/app.js"]
+        ["application/json", "assets/chart.js", "assets/tables.js", "assets/app.js"]
     assert json.loads(parser.scripts[0][1]) == data
 
 

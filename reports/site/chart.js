@@ -42,20 +42,37 @@ function ticks(lo, hi) {
 // one case's trend into `host` (emptied first); `runs` is the kind's run list, points index it
 function drawTrend(host, trend, runs) {
   host.textContent = "";
-  const W = 900, H = 300, M = { l: 64, r: 18, t: 16, b: 56 };
+  const W = 900, H = 300, M = { l: 64, r: 18, t: 22, b: 56 };
   const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, class: "trend-chart", role: "img" }, host);
   svgEl("title", {}, svg).textContent = `${trend.case}: p50 per run, p90 and p99 band`;
   const pts = trend.points;
-  const values = pts.flatMap((p) => [p.p50_s, p.p90_s, p.p99_s]).filter((v) => v !== null);
-  if (!values.length) {
+  // the scale follows p50, and takes in p90 then p99 while each stays within twice the range so far;
+  // a percentile far above (a few preempted rounds on a busy host) is clipped at the top and its
+  // reach said in a label, so that it never flattens the p50 line
+  const p50s = pts.map((p) => p.p50_s).filter((v) => v !== null);
+  if (!p50s.length) {
     svgEl("text", { x: W / 2, y: H / 2, class: "empty", "text-anchor": "middle" }, svg).textContent =
       "no latency recorded for this case";
     return svg;
   }
-  let lo = Math.min(...values), hi = Math.max(...values);
+  let lo = Math.min(...p50s), hi = Math.max(...p50s);
+  const clipped = [];
+  for (const q of ["p90_s", "p99_s"]) {
+    const top = Math.max(-Infinity, ...pts.map((p) => p[q]).filter((v) => v !== null));
+    if (top <= hi) continue;
+    if (top <= hi * 2 && !clipped.length) hi = top;
+    else clipped.push(`${q.slice(0, 3)} reaches ${fmtTime(top)}`);
+  }
   const pad = (hi - lo || hi * 0.1) * 0.15;
   lo = Math.max(0, lo - pad);
   hi = hi + pad;
+  const clipId = "plot-area-" + Math.random().toString(36).slice(2);
+  svgEl("rect", { x: M.l, y: M.t, width: W - M.l - M.r, height: H - M.t - M.b },
+    svgEl("clipPath", { id: clipId }, svgEl("defs", {}, svg)));
+  if (clipped.length) {
+    svgEl("text", { x: W - M.r, y: M.t - 6, "text-anchor": "end", class: "clipped" }, svg).textContent =
+      `${clipped.join(", ")} (above the chart)`;
+  }
   const x = (i) => M.l + (pts.length === 1 ? (W - M.l - M.r) / 2 : (i * (W - M.l - M.r)) / (pts.length - 1));
   const y = (v) => H - M.b - ((v - lo) * (H - M.t - M.b)) / (hi - lo);
 
@@ -66,13 +83,15 @@ function drawTrend(host, trend, runs) {
     svgEl("text", { x: M.l - 6, y: y(t) + 4, "text-anchor": "end" }, axis).textContent = fmtTime(t);
   }
   // x axis: the run's commit (or date), thinned so that labels never overlap
-  const every = Math.max(1, Math.ceil(pts.length / 12));
+  const every = Math.max(1, Math.ceil(pts.length / 12)), last = pts.length - 1;
   pts.forEach((p, i) => {
-    if (i % every && i !== pts.length - 1) return;
+    if (i !== last && (i % every || last - i < every)) return;
     const run = runs[p.run];
-    const label = svgEl("text", { x: x(i), y: H - M.b + 16, "text-anchor": "middle" }, axis);
+    const anchor = i === last && i > 0 ? "end" : "middle";   // the last label ends at the plot's edge
+    const at = i === last && i > 0 ? x(i) + 6 : x(i);
+    const label = svgEl("text", { x: at, y: H - M.b + 16, "text-anchor": anchor }, axis);
     label.textContent = run.commit ? run.commit.slice(0, 7) : run.datetime.slice(0, 10);
-    svgEl("text", { x: x(i), y: H - M.b + 30, "text-anchor": "middle", class: "minor" }, axis).textContent =
+    svgEl("text", { x: at, y: H - M.b + 30, "text-anchor": anchor, class: "minor" }, axis).textContent =
       run.datetime.slice(5, 10);
   });
 
@@ -82,13 +101,14 @@ function drawTrend(host, trend, runs) {
     const idx = pts.map((p, i) => i).filter((i) => top(pts[i]) !== null && bottom(pts[i]) !== null);
     if (idx.length < 2) return;
     const ring = [...idx.map((i) => `${x(i)},${y(top(pts[i]))}`), ...idx.reverse().map((i) => `${x(i)},${y(bottom(pts[i]))}`)];
-    svgEl("polygon", { points: ring.join(" "), class: cls }, svg);
+    svgEl("polygon", { points: ring.join(" "), class: cls, "clip-path": `url(#${clipId})` }, svg);
   };
   area((p) => p.p99_s, (p) => p.p90_s, "band band99");
   area((p) => p.p90_s, (p) => p.p50_s, "band band90");
   const line90 = pts.map((p, i) => [i, p.p90_s]).filter(([, v]) => v !== null);
   if (line90.length > 1) {
-    svgEl("polyline", { points: line90.map(([i, v]) => `${x(i)},${y(v)}`).join(" "), class: "p90" }, svg);
+    svgEl("polyline", { points: line90.map(([i, v]) => `${x(i)},${y(v)}`).join(" "), class: "p90",
+      "clip-path": `url(#${clipId})` }, svg);
   }
 
   // change points: a step between run index-1 and index, labelled with its size

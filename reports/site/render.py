@@ -1,4 +1,4 @@
-"""The site on disk: index.html with the page's data embedded, this package's chart.js, app.js and
+"""The site on disk: index.html with the page's data embedded, this package's scripts and
 style.css, and a copy of every run file the page links to.
 
 The data rides in a ``<script type="application/json">`` element: JSON with ``<``, ``>``, ``&`` and
@@ -24,7 +24,7 @@ from typing import Any
 
 #: marks a folder as a site this command wrote, which a later publish may replace
 MARKER = ".infermatrix-site"
-ASSETS = ("chart.js", "app.js", "style.css")
+ASSETS = ("chart.js", "tables.js", "app.js", "style.css")
 DATA_ELEMENT_ID = "infermatrix-data"
 
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -47,6 +47,7 @@ PAGE = """<!DOCTYPE html>
 <main id="app"><noscript>This page draws its tables and charts with JavaScript.</noscript></main>
 <script type="application/json" id="{data_id}">{data}</script>
 <script src="assets/chart.js"></script>
+<script src="assets/tables.js"></script>
 <script src="assets/app.js"></script>
 </body>
 </html>
