@@ -65,7 +65,7 @@
       "measured in the same run. ✓ equivalent to the reference, ✗ failed its equivalence check (not timed), " +
       "~ measured under host interference. Click a cell for its trend.");
     const bar = el("div", { class: "filters" }, null, s);
-    const text = el("input", { type: "search", id: "filter", placeholder: "filter: model, engine, precision… (all words must match)",
+    const text = el("input", { type: "search", id: "filter", placeholder: "filter by model, engine, precision, bsN…",
       "aria-label": "filter the matrix" }, null, bar);
     const pick = (id, label, values) => {
       const sel = el("select", { id, "aria-label": label }, null, bar);
