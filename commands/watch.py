@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-change", type=_percent, default=DEFAULT_MIN_CHANGE,
                         help=f"the smallest step worth a verdict, in %% (default {DEFAULT_MIN_CHANGE * 100:g})")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                        help=f"false-alarm rate of one judged step: the permutation test's level (default {DEFAULT_ALPHA})")
+                        help=f"false-alarm rate of one judged step: the test's level (default {DEFAULT_ALPHA})")
     parser.add_argument("--min-runs", type=int, default=MIN_POINTS,
                         help=f"complete runs a kind needs before the gate judges it (default {MIN_POINTS})")
     parser.add_argument("--min-segment", type=int, default=DEFAULT_MIN_SEGMENT,
@@ -113,9 +113,10 @@ def kind_section(kind: str, label: str, complete: int, incomplete: int, trends, 
     counts = {v: sum(r[1] == v for r in rows) for v in order}
     lines = [f"#### kind `{kind}`", "", f"{_cell(label)}: {complete} complete runs"
              + (f" ({incomplete} incomplete, not read)" if incomplete else "") + ".", "",
-             f"Gate: change points of each case's {args.metric} (ruptures PELT, rank cost), each step a Mann-Whitney "
-             f"statistic beyond what runs with no step show at any split (permutation test, alpha {args.alpha:g}) "
-             f"and at least {args.min_change:.1%}; band: the smallest step those runs would need to show.", "",
+             f"Gate: change points of each case's {args.metric} (ruptures PELT, rank cost), a segment's level the "
+             f"mean of its fastest third of runs; a step stands beyond what the case's own noise shows at any split "
+             f"(bootstrap, alpha {args.alpha:g}) and at least {args.min_change:.1%}. Runs measured under host "
+             "interference are no evidence.", "",
              " · ".join(f"{n} {v}" for v, n in counts.items()), "",
              f"| case | verdict | newest {args.metric} | band (one run) | change points |", "|---|---|---:|---:|---|"]
     for trend, verdict, why in sorted(rows, key=lambda r: (order[r[1]], r[0].case)):

@@ -15,7 +15,7 @@ Two steps, each with a reason:
    least) the difference of the two sides' levels is scaled by that split's own 95th percentile,
    and the largest over all splits is taken. A step stands when its own scaled difference is
    beyond the (1 - ``alpha``) quantile of those largest ones (picking the best split is paid for,
-   with the noise's own shape, slow runs included) and when the change of the medians is at least
+   with the noise's own shape, slow runs included) and when the change of the levels is at least
    ``min_change``; the weakest failing candidate is merged away and the rest judged again, then
    each step is moved to where its own scan puts it.
 
@@ -57,8 +57,8 @@ COSTS = ("rank", "l1", "l2")
 @dataclass(frozen=True)
 class Step:
     index: int            # the caller's index of the first value after the step
-    before: float         # median of the segment before
-    after: float          # median of the segment after
+    before: float         # the level of the runs before (the mean of their fastest third, geometric)
+    after: float          # ... and after
     change_rel: float     # after / before - 1
     band_rel: float       # the smallest step these runs would need to show to stand (at alpha)
 
@@ -161,7 +161,8 @@ def _judge(logs: np.ndarray, bkps: list[int], alpha: float, min_change: float, m
     out = []
     for k, b in enumerate(bkps):
         lo, hi = max(edges[k], b - MAX_SEGMENT), min(edges[k + 2], b + MAX_SEGMENT)
-        change = float(np.median(logs[b:hi]) - np.median(logs[lo:b]))
+        level = LEVELS[test]
+        change = float(level(logs[None, b:hi])[0] - level(logs[None, lo:b])[0])
         z, threshold, se = scan(logs[lo:hi], b - lo, noise, min_segment, alpha, test)
         stands = abs(z) > threshold and abs(math.expm1(change)) >= min_change and change * z > 0
         out.append((b, change, threshold * se, abs(z) / threshold, stands, lo + _place(logs[lo:hi], min_segment)))
@@ -202,12 +203,18 @@ def detect(indices: Sequence[int], values: Sequence[float], *, min_points: int =
     # each step where one step fits its window best (PELT's rank cost over the whole series places
     # a step among slow runs less well), kept when every step still stands there
     moved = sorted({j[5] for j in judged})
-    if moved != bkps and len(moved) == len(bkps):
+    lengths = np.diff([0, *moved, len(logs)])
+    if moved != bkps and len(moved) == len(bkps) and lengths.min() >= min_segment:
         again = _judge(logs, moved, alpha, min_change, min_segment, test)
         if all(j[4] for j in again):
             bkps, judged = moved, again
     edges = [0, *bkps, len(logs)]
-    steps = tuple(Step(int(indices[b]), float(np.median(raw[edges[k]:b])), float(np.median(raw[b:edges[k + 2]])),
-                       math.expm1(change), math.expm1(band)) for k, (b, change, band, *_) in enumerate(judged))
+    steps = []
+    for k, (b, change, band, *_) in enumerate(judged):
+        lo = max(edges[k], b - MAX_SEGMENT)
+        before = math.exp(LEVELS[test](logs[None, lo:b])[0])
+        # the band in the step's own direction, so that a step that stands is always beyond it
+        band_rel = math.expm1(band) if change > 0 else -math.expm1(-band)
+        steps.append(Step(int(indices[b]), before, before * math.exp(change), math.expm1(change), band_rel))
     sigma = 1.4826 * float(np.median(np.abs(_residuals(logs, bkps))))
-    return Detection(math.expm1(POINT_BAND_Z * sigma), sigma, steps)
+    return Detection(math.expm1(POINT_BAND_Z * sigma), sigma, tuple(steps))

@@ -54,8 +54,8 @@ class ChangePoint:
 
     index: int
     commit: str | None        # the commit of the first run after the step
-    before_s: float           # the metric's median over the clean runs before (back to the previous step)
-    after_s: float            # ... and after (up to the next step)
+    before_s: float           # the level of the clean runs before (back to the previous step): the
+    after_s: float            # geometric mean of their fastest third; after: up to the next step
     change_rel: float         # after / before - 1 (+: slower)
     band_rel: float           # the noise band this step was judged against (what noise alone can move)
     regression: bool          # slower beyond the band (False: an improvement)
