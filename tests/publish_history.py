@@ -71,13 +71,14 @@ def store(history: Path, kind: HardwareKind, run: dict[str, Any], when: datetime
 
 
 def series(history: Path, kind: HardwareKind, run: dict[str, Any], n: int, step_at: int | None = None,
-           step_cases: tuple[str, ...] = (), step: float = 1.3, wobble: float = 0.02) -> list[Path]:
-    """``n`` complete runs of ``run``, one a day on its own commit; the cases whose benchmark name
-    contains one of ``step_cases`` get ``step`` times slower from run ``step_at`` on."""
+           step_cases: tuple[str, ...] = (), step: float = 1.3, wobble: float = 0.02,
+           start: datetime = START) -> list[Path]:
+    """``n`` complete runs of ``run``, one a day from ``start`` on its own commit; the cases whose
+    benchmark name contains one of ``step_cases`` get ``step`` times slower from run ``step_at`` on."""
     paths = []
     for i in range(n):
         def factor(name: str, i=i) -> float:
             jump = step if step_at is not None and i >= step_at and any(c in name for c in step_cases) else 1.0
             return jump * (1 + wobble * math.sin(1.7 * i + len(name)))
-        paths.append(store(history, kind, scaled(run, factor), START + timedelta(days=i), commit_of(i)))
+        paths.append(store(history, kind, scaled(run, factor), start + timedelta(days=i), commit_of(i)))
     return paths
