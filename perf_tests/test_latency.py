@@ -36,6 +36,8 @@ def test_latency(case, run_session, matrix_options, benchmark, pytestconfig):
         pytest.fail(f"not timed: outputs differ from the baseline\n{report.render()}", pytrace=False)
     prepared = engine.prepare(run_session.inputs(case))
     benchmark.group = f"{case.model}-bs{case.batch_size}-{case.device}"
+    # the previous case's memory child ran beside this case's load and check: done before anything is timed
+    run_session.memory.settle()
     # warm-up until settled, then the rounds the median's precision needs, capped by --latency-time
     planning = run_session.time.begin("round planning")  # where the run's time goes: runner/time_ledger.py
     plan = plan_rounds(engine.run, prepared, matrix_options.latency_time, matrix_options.latency_rounds,
@@ -92,10 +94,16 @@ def test_latency(case, run_session, matrix_options, benchmark, pytestconfig):
     run_session.time.end(calibrating)
     figures.update(share_fields(figures["gflops_per_s"], peak))
     # this engine's own memory, measured alone in a child forked from a preloaded server (this process holds all):
-    # load_rss_bytes, run_peak_rss_bytes, gpu_peak_bytes; outside the timed region
-    memory = run_session.time.begin("memory")
-    figures.update(engine_memory(case, loaded.entry.path, run_session.threads, cache_root=run_session.cache.root,
-                                 tf32=run_session.tf32, enabled=matrix_options.engine_memory))
-    run_session.time.end(memory)
-    record = LatencyRecord.of(run_session.resolved(case), run_session.reference(case), **figures)
-    benchmark.extra_info.update(record.to_extra_info())
+    # load_rss_bytes, run_peak_rss_bytes, gpu_peak_bytes. The child runs beside the next case's untimed work
+    # (runner/memory_overlap.py) and its figures join this record before anything else is timed or saved
+    case_key, reference = run_session.resolved(case), run_session.reference(case)
+
+    def deliver(memory: dict) -> None:
+        benchmark.extra_info.update(LatencyRecord.of(case_key, reference, **figures, **memory).to_extra_info())
+
+    if not matrix_options.engine_memory:
+        deliver(engine_memory(case, loaded.entry.path, enabled=False))  # null figures, and why
+        return
+    deliver({})  # the record without its memory until the child reports (an interrupted run keeps the rest)
+    run_session.memory.submit(case.id, lambda: engine_memory(
+        case, loaded.entry.path, run_session.threads, cache_root=run_session.cache.root, tf32=run_session.tf32), deliver)
