@@ -83,3 +83,24 @@ def test_a_model_registered_at_run_time_is_null_with_the_reason(tmp_path):
     info = engine_memory(Case(name, "onnxruntime", "fp32", 1, "cpu"), tmp_path)
     assert all(info[k] is None for k in FIELDS)
     assert "is not registered in a fresh interpreter" in info["memory_error"]
+
+
+def test_the_child_runs_until_the_peak_has_held_for_three_runs(monkeypatch):
+    """A peak set on the 5th run is waited for; a peak set on the first ends the runs after four;
+    on CUDA (holds=None) every run is made."""
+    from infermatrix.runner import memory
+
+    def fake_hwm(values):
+        it = iter(values)
+        monkeypatch.setattr(memory, "status_bytes", lambda field="VmHWM": next(it))
+
+    calls = []
+    fake_hwm([100, 150, 150, 150, 150])                       # start, then runs 1..4
+    assert memory.run_until_peak_holds(calls.append, "x", 13, holds=3) == 4 and len(calls) == 4
+    fake_hwm([100, 150, 150, 150, 170, 170, 170, 170])       # a new peak on run 4: three more after it
+    assert memory.run_until_peak_holds(lambda _: None, "x", 13, holds=3) == 7
+    fake_hwm([100] + [100 + i for i in range(1, 14)])         # growing every run: all 13, never fewer
+    assert memory.run_until_peak_holds(lambda _: None, "x", 13, holds=3) == 13
+    calls.clear()
+    fake_hwm([100])                                           # CUDA: read once, then every run
+    assert memory.run_until_peak_holds(calls.append, "x", 13, holds=None) == 13 and len(calls) == 13
