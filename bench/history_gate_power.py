@@ -16,7 +16,9 @@ Two steps:
     python bench/history_gate_power.py measure --runs bench/data/history_gate_runs --step 0.10
     python bench/history_gate_power.py measure --methods fast,median,l1/fast,asv   # compare (asv installed)
 
-bench/data/history_gate_runs/ holds such runs of a 2-core AMD EPYC (compact: no raw samples).
+bench/data/history_gate_runs/ holds such runs of a 2-core AMD EPYC shared with other jobs, and
+bench/data/history_gate_runs_quiet/ 60 of the same host with nothing else running (compact: no raw
+samples).
 
 A record measured under host interference is no evidence for the gate (it never gives such a
 case a verdict); on a shared host nearly every run is flagged, so ``measure`` uses every run's
