@@ -215,7 +215,7 @@ def this_host_kind(libraries: Mapping[str, str]) -> HardwareKind:
 
 
 def cpu_model() -> str:
-    """/proc/cpuinfo's model name (runner/session.py's artifact fingerprint reads the same line)."""
+    """/proc/cpuinfo's model name: the kind's CPU and the engine cache's artifact fingerprint (runner/session.py)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
