@@ -8,6 +8,7 @@ from pathlib import Path
 from infermatrix.core import history_layout as layout
 
 from ..history import InputError
+from ..history_gate import history_kinds
 from .page_data import kind_data, run_link
 from .render import SiteError, write_site
 
@@ -30,16 +31,8 @@ def publish_site(history: Path, out: Path, kind_ids: list[str] | None = None,
     """Write SITE for HISTORY (every kind, or the ones named); InputError for a history without
     kinds, an unknown kind, or an output folder that may not be replaced."""
     history = Path(history)
-    if not history.is_dir():
-        raise InputError(f"{history}: no such history folder")
-    known = layout.kinds(history)
-    if not known:
-        raise InputError(f"{history}: no hardware kind folders (HISTORY/<kind id>/runs/*.json); "
-                         "`infermatrix merge SHARD.json --into HISTORY` writes them")
-    unknown = [k for k in kind_ids or [] if k not in known]
-    if unknown:
-        raise InputError(f"kind(s) {unknown} not in {history}; its kinds: {known}")
-    chosen = list(dict.fromkeys(kind_ids)) if kind_ids else known
+    # the history gate's own check of the folder and of each kind asked for (one message for both commands)
+    chosen = list(dict.fromkeys(k for kind_id in (kind_ids or [None]) for k in history_kinds(history, kind_id)))
     try:
         parts = [kind_data(history, kind_id) for kind_id in chosen]
     except layout.HistoryLayoutError as exc:
