@@ -66,6 +66,18 @@ def inductor_cache(directory: Path) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def probe_cpu_isa() -> None:
+    """Inductor's check of which CPU vector ISAs work (it compiles a probe per ISA with the C++
+    compiler and loads each in a subprocess: 12 s of a 14 s memory child here), done in this
+    process's own inductor cache (runner/policy.py) before an entry's scratch cache is entered.
+    Its result is files in that cache (the probes and their load markers), so only the first
+    process on a host pays it, as a deployment's default inductor cache would; done inside a
+    scratch cache, every fresh process (each memory child) compiled the probes again. It says
+    nothing about the model, so it is not part of a compile's recorded seconds."""
+    from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+    valid_vec_isa_list()  # functools.cache: once per process
+
+
 def copy_verified(entry: Path, dest: Path) -> int:
     """Copy the entry's inductor files that meta.json lists into ``dest``, each checked against its
     sha256 as it is copied (a process that loads the entry by path verifies it too); returns the count."""
@@ -129,6 +141,8 @@ class TorchCompileEngine(TorchModuleEngine):
 
     def _build_impl(self, spec: BuildSpec, workdir: Path) -> None:
         (workdir / INDUCTOR).mkdir()
+        if self.device == "cpu":
+            probe_cpu_isa()
         with inductor_cache(workdir / INDUCTOR):  # an empty cache: a cold compile, all its files in the entry
             self._just_built, seconds = self._compile(spec)
         (workdir / RECORD).write_text(json.dumps({"cold_compile_s": seconds}))
@@ -142,6 +156,8 @@ class TorchCompileEngine(TorchModuleEngine):
             # removed at close, or at exit for an engine never closed
             self._scratch = weakref.finalize(self, shutil.rmtree, scratch, True)
             copy_verified(workdir, scratch)
+            if self.device == "cpu":
+                probe_cpu_isa()
             with inductor_cache(scratch):
                 self._module, self._warm_compile_s = self._compile(spec)
         self._cold_compile_s = json.loads((workdir / RECORD).read_text())["cold_compile_s"]
