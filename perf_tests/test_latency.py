@@ -21,6 +21,7 @@ from infermatrix.runner.rounds import plan_rounds, precision_figures
 from infermatrix.scenarios.gpu_timing import CudaCase
 from infermatrix.scenarios.measure import NOTES_KEY, latency_summary
 from infermatrix.runner.memory import engine_memory
+from infermatrix.runner.memory_reuse import inputs_digest
 
 
 
@@ -105,5 +106,7 @@ def test_latency(case, run_session, matrix_options, benchmark, pytestconfig):
         deliver(engine_memory(case, loaded.entry.path, enabled=False))  # null figures, and why
         return
     deliver({})  # the record without its memory until the child reports (an interrupted run keeps the rest)
+    digest = inputs_digest(run_session.inputs(case))  # a kept figure is reused only for the same inputs
     run_session.memory.submit(case.id, lambda: engine_memory(
-        case, loaded.entry.path, run_session.threads, cache_root=run_session.cache.root, tf32=run_session.tf32), deliver)
+        case, loaded.entry.path, run_session.threads, cache_root=run_session.cache.root, tf32=run_session.tf32,
+        reuse=run_session.memory_reuse, artifact_sha256=loaded.entry.artifact_sha256, inputs_digest=digest), deliver)

@@ -18,13 +18,11 @@ by its run, with the reason in its method, and measured again by the next run.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
 import json
 import math
 import os
 import statistics
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from infermatrix.core import checked_record
 from infermatrix.core.hardware import cpu_flags, hardware_id
 
 from . import peak_kernels
@@ -98,10 +97,6 @@ def calibration_key(device: str, threads: int | None) -> dict[str, Any]:
             "usable_cpus": usable, "versions": versions}
 
 
-def _canonical(body: dict[str, Any]) -> str:
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
 def _valid_entry(entry: Any) -> bool:
     if not isinstance(entry, dict) or not isinstance(entry.get("method"), str):
         return False
@@ -116,7 +111,7 @@ class PeakCache:
                  measure_fn: Measure | None = None, key: dict[str, Any] | None = None) -> None:
         self.key = key if key is not None else calibration_key(device, threads)
         self.device, self.threads, self.recalibrate = device, threads, recalibrate
-        digest = hashlib.sha256(_canonical(self.key).encode()).hexdigest()[:16]
+        digest = checked_record.digest(self.key)[:16]
         self.path = Path(root).expanduser() / PEAK_DIR / f"{digest}.json"
         self._measure = measure_fn or (lambda d, p, t: measure(d, p, t))
         self._memo: dict[str, Entry] = {}
@@ -124,22 +119,13 @@ class PeakCache:
     def read(self) -> dict[str, Entry]:
         """The cached peaks by precision; {} when there is no file, a corrupt one warns."""
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except (FileNotFoundError, NotADirectoryError):  # never measured here (or no cache folder at all)
+            data = checked_record.load(self.path, SCHEMA)
+        except checked_record.CorruptRecord as exc:
+            return self._corrupt(str(exc))
+        if data is None:  # never measured here (or no cache folder at all)
             return {}
-        except (OSError, UnicodeDecodeError) as exc:
-            return self._corrupt(f"unreadable: {exc}")
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            return self._corrupt(f"not JSON: {exc}")
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            return self._corrupt(f"schema {data.get('schema') if isinstance(data, dict) else data!r}; expected {SCHEMA}")
-        body = {k: data.get(k) for k in ("schema", "key", "peaks")}
-        if data.get("checksum") != hashlib.sha256(_canonical(body).encode()).hexdigest():
-            return self._corrupt("its checksum does not match its contents")
-        if data["key"] != json.loads(_canonical(self.key)):
-            return self._corrupt(f"its key {data['key']} is not this machine's {self.key}")
+        if data.get("key") != json.loads(checked_record.canonical(self.key)):
+            return self._corrupt(f"its key {data.get('key')} is not this machine's {self.key}")
         peaks = data.get("peaks")
         bad = [p for p, e in peaks.items() if not _valid_entry(e)] if isinstance(peaks, dict) else ["(not an object)"]
         if bad:
@@ -152,16 +138,9 @@ class PeakCache:
         return {}
 
     def _write(self, peaks: dict[str, Entry]) -> None:
-        body = {"schema": SCHEMA, "key": json.loads(_canonical(self.key)), "peaks": peaks}
-        text = json.dumps({**body, "checksum": hashlib.sha256(_canonical(body).encode()).hexdigest()}, indent=1)
-        fd, tmp = tempfile.mkstemp(prefix=".peak-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, self.path)  # readers see the old file or the new one, never half of one
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # written whole: readers see the old file or the new one, never half of one
+        checked_record.dump(self.path, {"schema": SCHEMA, "key": json.loads(checked_record.canonical(self.key)),
+                                        "peaks": peaks})
 
     def peak(self, precision: str) -> Entry:
         """The peak for ``precision`` (see ``peak_precision``): cached, else measured and cached."""

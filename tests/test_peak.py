@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 
+from infermatrix.core import checked_record
 from infermatrix.core.records import LatencyRecord
 from infermatrix.reports.history import latest_per_machine, load_frame
 from infermatrix.reports.summary import summary_markdown
@@ -51,7 +52,7 @@ def test_a_peak_is_measured_once_and_read_back_by_the_next_run(tmp_path):
     assert fake.calls == ["fp32", "int8"]
     files = list((tmp_path / peak_mod.PEAK_DIR).glob("*.json"))
     assert len(files) == 1 and set(json.loads(files[0].read_text())["peaks"]) == {"fp32", "int8"}
-    assert not list((tmp_path / peak_mod.PEAK_DIR).glob(".peak-*")), "no temp file is left behind"
+    assert not list((tmp_path / peak_mod.PEAK_DIR).glob(".*.tmp")), "no temp file is left behind"
 
 
 @pytest.mark.parametrize("damage", ["truncate", "figure", "garbage", "negative"])
@@ -71,7 +72,7 @@ def test_a_damaged_calibration_is_measured_again_with_a_warning(tmp_path, damage
     else:  # a negative figure with a checksum that matches it: the entry itself is invalid
         data["peaks"]["fp32"]["gflops_per_s"] = -1.0
         body = {k: data[k] for k in ("schema", "key", "peaks")}
-        data["checksum"] = peak_mod.hashlib.sha256(peak_mod._canonical(body).encode()).hexdigest()
+        data["checksum"] = checked_record.digest(body)
         path.write_text(json.dumps(data))
     with pytest.warns(CorruptPeakWarning, match="corrupt"):
         entry = cache(tmp_path, fake).peak("fp32")
