@@ -9,7 +9,6 @@ telemetry and energy (scenarios/gpu_timing.py).
 """
 from __future__ import annotations
 
-import gc
 import math
 
 import pytest
@@ -45,7 +44,7 @@ def test_latency(case, run_session, matrix_options, benchmark, pytestconfig):
                        precision=matrix_options.latency_precision, percentiles=matrix_options.latency_percentiles)
     rounds, warmup = plan.rounds, plan.warmup_rounds
     run_session.time.end(planning)
-    gc.collect()
+    run_session.collect_garbage(case)  # a full collection, cheap after a model's first case (runner/session.py)
     # CUDA: NVML clocks before the rounds; GPU compute time and energy in passes after them
     # (scenarios/gpu_timing.py), so the rounds time engine.run alone on every device
     gpu = CudaCase(engine, prepared) if case.device == "cuda" else None

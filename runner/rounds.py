@@ -13,7 +13,8 @@ before the timed rounds, in three steps:
    purpose: warm-up only ever makes calls faster, so a window slower than the one before is noise,
    not warm-up still going on, and demanding two-sided agreement on a noisy host would spend the
    warm-up's whole budget on noise. It stops unsettled at ``WARMUP_SHARE`` of ``latency_time``
-   (after two windows at least); the record says so.
+   (after two windows at least); the record says so. A model so slow that the floor's rounds are all
+   ``latency_time`` allows checks in windows of 2 calls: the pilot cannot change its count.
 2. **Pilot.** The last two windows (20 calls, down to 6) give the median latency and the spread
    (IQR / median).
 3. **Rounds.** The fewest rounds whose median's 95 % interval (runner/median_ci.py) is predicted
@@ -44,6 +45,8 @@ MIN_ROUNDS, MAX_ROUNDS = 10, 2000
 DEFAULT_PRECISION = 0.01
 DEFAULT_PERCENTILES = (50, 90)
 WINDOW, SHORT_WINDOW = 10, 3
+#: the window of a model so slow that the floor's rounds are all the time allows (``warm_up``)
+FLOOR_WINDOW = 2
 #: plan for this share of the target: the pilot's IQR is an estimate and the interval's width varies
 #: from sample to sample (simulated on Gaussian noise with a 20-call pilot: at 1.0 the reached
 #: half-width's median is 1.06x the target and 58 % of cases miss it; at 0.85 the median is 0.9x,
@@ -87,7 +90,8 @@ def _timed(run: Callable[[Any], Any], prepared: Any, clock: Callable[[], float])
 
 
 def warm_up(run: Callable[[Any], Any], prepared: Any, budget_s: float,
-            clock: Callable[[], float] = time.perf_counter) -> tuple[list[float], int, bool]:
+            clock: Callable[[], float] = time.perf_counter,
+            latency_time: float | None = None) -> tuple[list[float], int, bool]:
     """(the last two windows' latencies, calls made, settled): calls until a window's median and
     mean are no more than SETTLE_TOLERANCE faster than the previous window's, or until ``budget_s``."""
     start = clock()
@@ -97,6 +101,12 @@ def warm_up(run: Callable[[Any], Any], prepared: Any, budget_s: float,
     # pilot); measured: windows sized to the whole budget spent 0.43 s on a 31 ms resnet18 where
     # the fixed-fraction plan spent 0.28 s
     window = min(WINDOW, max(SHORT_WINDOW, int(budget_s / (4 * max(first[1], 1e-9)))))
+    if latency_time is not None and first[1] * (2 + 2 * SHORT_WINDOW + MIN_ROUNDS) > latency_time:
+        # the two first calls, two short windows and the floor's rounds do not fit --latency-time:
+        # the count is the floor whatever the pilot's spread, so the windows only check that the
+        # runtime settled, with 2 calls each (measured: 35 of the default matrix's 106 cases, 61 s of
+        # its 74 s of warm-up, spent 8 calls before 10 rounds of 0.1-0.6 s)
+        window = FLOOR_WINDOW
     windows: list[list[float]] = []
     while True:
         windows.append([_timed(run, prepared, clock) for _ in range(window)])
@@ -158,7 +168,7 @@ def plan_rounds(run: Callable[[Any], Any], prepared: Any, latency_time: float,
             run(prepared)  # first calls allocate, autotune, fill caches
         return RoundsPlan(latency_rounds, max(2, latency_rounds // 10), 2, None, clock() - start,
                           f"fixed: --latency-rounds {latency_rounds}", None)
-    pilot, calls, settled = warm_up(run, prepared, WARMUP_SHARE * latency_time, clock)
+    pilot, calls, settled = warm_up(run, prepared, WARMUP_SHARE * latency_time, clock, latency_time)
     rounds, reason = choose_rounds(pilot, latency_time, precision, percentiles, spent_s=clock() - start)
     return RoundsPlan(rounds, PEDANTIC_WARMUP, calls, settled, clock() - start, reason, precision,
                       statistics.median(pilot), statistics.fmean(pilot), median_ci.iqr_ratio(pilot))

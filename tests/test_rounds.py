@@ -81,11 +81,23 @@ def test_a_warm_up_that_is_slow_for_k_calls_is_waited_out():
     assert p.pilot_median_s == pytest.approx(1 * MS, rel=0.02)  # the pilot saw the settled runtime only
 
 
-@pytest.mark.parametrize("latency_ms, window", [(2, 10), (18, 5), (31, 3), (600, 3)])
+@pytest.mark.parametrize("latency_ms, window", [(2, 10), (18, 5), (31, 3), (80, 3), (90, 2), (600, 2)])
 def test_a_slow_model_warms_up_in_short_windows(latency_ms, window):
-    # two windows fit half the warm-up's 0.375 s, 3 calls at least
+    # two windows fit half the warm-up's 0.375 s, 3 calls at least; 2 where 2 + 2 x 3 calls and the
+    # floor's 10 rounds exceed --latency-time (1.5 s: above 83 ms a call), whose count the pilot cannot change
     p = plan(FakeEngine(noisy(latency_ms * MS, 0.002)))
     assert p.warmup_settled is True and p.plan_calls == 2 + 2 * window
+    if window == rounds.FLOOR_WINDOW:
+        assert p.rounds == rounds.MIN_ROUNDS and p.reason.startswith("floor")
+
+
+def test_a_slow_model_still_warming_after_its_two_short_windows_is_recorded_unsettled():
+    # as with windows of 3: two windows spend the warm-up's budget, and the record says the runtime had not settled
+    engine = FakeEngine(lambda i: max(400 - 40 * i, 200) * MS)  # faster each call until the 6th: 400 ... 200 ms
+    p = plan(engine)
+    assert p.warmup_settled is False and p.plan_calls == 2 + 2 * rounds.FLOOR_WINDOW and p.rounds == rounds.MIN_ROUNDS
+    settled = plan(FakeEngine(lambda i: (400 if i == 0 else 200) * MS))
+    assert settled.warmup_settled is True and settled.pilot_median_s == pytest.approx(0.2)
 
 
 def test_a_runtime_that_keeps_getting_faster_stops_at_the_warm_up_budget_unsettled():

@@ -166,3 +166,36 @@ def test_a_broken_baseline_is_said_once_as_the_models_fault_before_any_engine_is
     with pytest.raises(CaseFailed, match="nan-net: its baseline"):
         session.equivalence(Case("nan-net", "onnxruntime", "fp32", 1, "cpu"))
     assert session.stats.built == 1  # said again for the next case, without building anything more
+
+
+class _Node:
+    """An object in a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_collect_garbage_freezes_survivors_and_hands_them_back_when_the_model_changes(tmp_path):
+    import gc
+    import weakref
+    s = RunSession(EngineCache(tmp_path / "cache"))
+    first, other = Case("tiny-cnn", "torch", "fp32", 1, "cpu"), Case("tiny-bert", "torch", "fp32", 1, "cpu")
+    try:
+        s.collect_garbage(first)
+        assert gc.get_freeze_count() > 0
+        made_after = _Node()
+        ref = weakref.ref(made_after)
+        del made_after
+        s.collect_garbage(first)  # garbage made since the freeze is still collected
+        assert ref() is None
+        frozen = _Node()
+        ref = weakref.ref(frozen)
+        s.collect_garbage(first)  # survives: frozen with the rest
+        del frozen
+        s.collect_garbage(first)
+        assert ref() is not None, "a frozen object is skipped by the collections of the same model"
+        s.collect_garbage(other)  # a new model: everything goes back to the collector first
+        assert ref() is None
+    finally:
+        s.close()
+    assert gc.get_freeze_count() == 0
