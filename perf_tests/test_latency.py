@@ -100,6 +100,7 @@ def test_latency(case, run_session, matrix_options, benchmark, pytestconfig):
 
     def deliver(memory: dict) -> None:
         benchmark.extra_info.update(LatencyRecord.of(case_key, reference, **figures, **memory).to_extra_info())
+        run_session.stats.count_memory(memory)  # measured or reused: said in the run's summary
 
     if not matrix_options.engine_memory:
         deliver(engine_memory(case, loaded.entry.path, enabled=False))  # null figures, and why

@@ -30,7 +30,8 @@ def test_latency_benchmarks_record_extra_info_and_a_warm_run_builds_nothing(pyte
     cache = tmp_path / "cache"
     first = run(pytester, repo_root, cache, "--benchmark-json", str(tmp_path / "a.json"))
     assert first.ret == 0, first.stdout.str()
-    first.stdout.fnmatch_lines(["*engines: 3 built (*s), 0 from cache*", "*3 passed*"])
+    first.stdout.fnmatch_lines(["*engines: 3 built (*s), 0 from cache*",
+                                "*memory: 3 cases measured, 0 reused from the engine cache*", "*3 passed*"])
     data = json.loads((tmp_path / "a.json").read_text())
     assert len(data["benchmarks"]) == 3
     for bench in data["benchmarks"]:
@@ -48,11 +49,20 @@ def test_latency_benchmarks_record_extra_info_and_a_warm_run_builds_nothing(pyte
         assert "memory_error" not in info, info["memory_error"]
         assert info["load_rss_bytes"] > 0 and info["run_peak_rss_bytes"] >= 0 and info["gpu_peak_bytes"] is None
         assert "peak_rss_bytes" not in info and "gpu_max_allocated_bytes" not in info
+        assert info["memory_reused"] is False and info["memory_measured_at"]
     libs = data["machine_info"]["infermatrix"]["libraries"]
     assert {"torch", "onnxruntime", "onnx"} <= set(libs)
-    second = run(pytester, repo_root, cache)
+    second = run(pytester, repo_root, cache, "--benchmark-json", str(tmp_path / "b.json"))
     assert second.ret == 0
-    second.stdout.fnmatch_lines(["*engines: 0 built (0.0 s), 3 from cache*"])
+    # the memory figures measured by the first run are reused, and say when they were measured
+    second.stdout.fnmatch_lines(["*engines: 0 built (0.0 s), 3 from cache*",
+                                 "*memory: 0 cases measured, 3 reused from the engine cache*"])
+    before = {b["name"]: b["extra_info"] for b in data["benchmarks"]}
+    for bench in json.loads((tmp_path / "b.json").read_text())["benchmarks"]:
+        info, was = bench["extra_info"], before[bench["name"]]
+        assert info["memory_reused"] is True and info["memory_measured_at"] == was["memory_measured_at"]
+        assert (info["load_rss_bytes"], info["run_peak_rss_bytes"]) == (was["load_rss_bytes"], was["run_peak_rss_bytes"])
+        assert info["memory_method"].startswith(was["memory_method"]) and "reused: measured" in info["memory_method"]
 
 
 def test_equivalence_under_xdist_builds_each_engine_once(pytester, repo_root, tmp_path):
