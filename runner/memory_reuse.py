@@ -27,6 +27,7 @@ keeps nothing and the run measures as before.
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,8 +79,9 @@ def reuse_key(request: dict[str, Any], *, method: str, entry_key: str, artifact_
     missing = [f for f in REQUEST_FIELDS if f not in request]
     if missing:
         raise ValueError(f"memory request without {missing}; expected the fields {list(REQUEST_FIELDS)}")
-    return {"request": {f: request[f] for f in REQUEST_FIELDS}, "method": method, "entry": entry_key,
-            "artifact_sha256": artifact_sha256, "inputs": inputs, "kind": kind_id, "code": measuring_code_digest()}
+    key = {"request": {f: request[f] for f in REQUEST_FIELDS}, "method": method, "entry": entry_key,
+           "artifact_sha256": artifact_sha256, "inputs": inputs, "kind": kind_id, "code": measuring_code_digest()}
+    return json.loads(checked_record.canonical(key))  # as it reads back from its file (a source's tuple is a list)
 
 
 def clean(info: dict[str, Any], device: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -43,6 +44,16 @@ def test_a_clean_figure_is_kept_and_reused_only_for_the_same_key(tmp_path):
     for change in ({"batch_size": 8}, {"threads": 1}, {"precision": "bf16"}, {"kind_id": "kind-2"},
                    {"artifact_sha256": "1" * 64}, {"inputs": "j" * 64}, {"entry_key": "abd"}, {"method": "subprocess"}):
         assert store.get(key(**change)) is None, f"reused across a change of {change}"
+
+
+def test_a_source_models_key_reads_back_equal_from_its_file(tmp_path):
+    # an hf:/onnx: model hands its source over as a tuple (entry, seq_len, dims); JSON gives a list back
+    store = MemoryReuse(tmp_path, "kind-1")
+    source = ("hf:/models/minilm", 128, (("input_ids", (1, 128)),))
+    store.put(key(source=source), FIGURES, "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no CorruptMemoryRecordWarning: the record is this key's
+        assert store.get(key(source=source))["load_rss_bytes"] == 7 << 20
 
 
 def test_the_measuring_code_is_part_of_the_key(tmp_path, monkeypatch):
