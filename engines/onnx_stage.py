@@ -30,7 +30,7 @@ from typing import Any
 from .onnx_quantize import RECIPES
 from .onnx_shapes import build_folder
 from .onnx_steps import (EXPORT_LIBRARIES, FP16, FUSE, ONNX_LIBRARIES, OPSET, STAGE_LIBRARIES, Built, Export,
-                         Float16, Fuse, OnnxFile, Quantize, Step)
+                         Float16, Fuse, OnnxFile, Quantize, Step, WeightsNotInputs, old_ir)
 from .spec import BuildSpec
 
 __all__ = ["KIND", "MODEL", "RECORD", "PRECISIONS", "EXPORT_LIBRARIES", "ONNX_LIBRARIES", "STAGE_LIBRARIES",
@@ -50,8 +50,12 @@ def recipe() -> dict[str, Any]:
 
 
 def source(spec: BuildSpec) -> Step:
-    """The first step: the user's file as given, or an export of the module."""
-    return OnnxFile(Path(spec.onnx_file)) if spec.onnx_file is not None else Export(spec)
+    """The first step: the user's file as given (one of IR < 4 without its weights as inputs:
+    ``WeightsNotInputs``), or an export of the module."""
+    if spec.onnx_file is None:
+        return Export(spec)
+    given = OnnxFile(Path(spec.onnx_file))
+    return WeightsNotInputs(given) if old_ir(given.path) else given
 
 
 def plan(spec: BuildSpec, precision: str, *, fuse: bool = False, use_gpu: bool = False) -> Step:

@@ -144,6 +144,43 @@ class OnnxFile(Step):
 
 
 @dataclass(frozen=True)
+class WeightsNotInputs(Step):
+    """A graph of IR version < 4 with its weights no longer listed as graph inputs, at IR 4.
+
+    Before IR 4 every initializer had to be a graph input too (the ONNX model zoo's older files:
+    light_densenet121 lists 848 weights beside its one input). ONNX Runtime's optimized copy of
+    such a graph keeps those inputs after its fusions drop their initializers, and then requires
+    them when it runs (770 "Required inputs" there), so every engine built from it failed. IR 4
+    is the first version that allows an initializer that is not an input; nothing else changes."""
+
+    parent: Step
+    kind: ClassVar[str] = "weights-not-inputs"
+    libraries: ClassVar[tuple[str, ...]] = ("onnx",)
+
+    def params(self) -> dict[str, Any]:
+        return {"ir_version": 4}
+
+    def build(self, src: Path | None, dst: Path, tmp: Path) -> dict[str, Any]:
+        import onnx
+        model = onnx.load(str(src))
+        weights = {t.name for t in model.graph.initializer}
+        kept = [i for i in model.graph.input if i.name not in weights]
+        dropped = len(model.graph.input) - len(kept)
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+        was, model.ir_version = model.ir_version, max(model.ir_version, 4)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(dst))
+        return {"ir_version": {"from": was, "to": model.ir_version}, "weight_inputs_dropped": dropped}
+
+
+def old_ir(path: Path) -> bool:
+    """Whether the ONNX file at ``path`` predates IR 4 (its weights listed as inputs too)."""
+    import onnx
+    return onnx.load(str(path), load_external_data=False).ir_version < 4
+
+
+@dataclass(frozen=True)
 class Fuse(Step):
     """ONNX Runtime's transformer optimizer: Attention / LayerNorm / GELU fusions."""
 
