@@ -46,7 +46,11 @@ def load(path: Path, schema: int) -> dict[str, Any] | None:
         found = data.get("schema") if isinstance(data, dict) else data
         raise CorruptRecord(f"schema {found!r}; expected {schema}")
     body = {k: v for k, v in data.items() if k != CHECKSUM}
-    if data.get(CHECKSUM) != digest(body):
+    try:
+        matches = data.get(CHECKSUM) == digest(body)
+    except (ValueError, RecursionError) as exc:  # a NaN or Infinity json.loads took, or nesting past the stack
+        raise CorruptRecord(f"its contents are not plain JSON values: {exc}") from exc
+    if not matches:
         raise CorruptRecord("its checksum does not match its contents")
     return body
 
@@ -60,6 +64,7 @@ def dump(path: Path, body: dict[str, Any]) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make a cache shared between users unreadable to the others
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -9,6 +9,7 @@ A new step is one more subclass; onnx_stage.materialize caches and chains any of
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 from abc import ABC, abstractmethod
@@ -169,15 +170,21 @@ class WeightsNotInputs(Step):
         del model.graph.input[:]
         model.graph.input.extend(kept)
         was, model.ir_version = model.ir_version, max(model.ir_version, 4)
-        onnx.checker.check_model(model)
-        onnx.save(model, str(dst))
+        onnx.save(model, str(dst))  # not checked here: a legacy file the runtimes load as given must not stop at ONNX's checker
         return {"ir_version": {"from": was, "to": model.ir_version}, "weight_inputs_dropped": dropped}
 
 
 def old_ir(path: Path) -> bool:
-    """Whether the ONNX file at ``path`` predates IR 4 (its weights listed as inputs too)."""
+    """Whether the ONNX file at ``path`` predates IR 4 (its weights listed as inputs too); read
+    once per file version (the stage plans each engine's chain from it)."""
+    stat = path.stat()
+    return _old_ir(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _old_ir(path: str, mtime_ns: int, size: int) -> bool:
     import onnx
-    return onnx.load(str(path), load_external_data=False).ir_version < 4
+    return onnx.load(path, load_external_data=False).ir_version < 4
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def inductor_cache(directory: Path) -> Iterator[None]:
 
 def probe_cpu_isa() -> None:
     """Inductor's check of which CPU vector ISAs work (it compiles a probe per ISA with the C++
-    compiler and loads each in a subprocess: 12 s of a 14 s memory child here), done in this
+    compiler and loads each in a subprocess: 12.3 s of a 19.6 s memory child here), done in this
     process's own inductor cache (runner/policy.py) before an entry's scratch cache is entered.
     Its result is files in that cache (the probes and their load markers), so only the first
     process on a host pays it, as a deployment's default inductor cache would; done inside a

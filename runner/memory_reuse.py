@@ -15,7 +15,9 @@ one file per case under ``<engine cache>/_memory/``, keyed by everything it depe
 - the hardware kind id (CPU model and the flags that change results, usable CPUs, GPU, driver,
   CUDA, every engine library's version: core/hardware_kind.py);
 - the digest of the code that measures (runner/memory*.py, runner/policy.py,
-  scenarios/measure.py, models/handoff.py) and of every engine module.
+  scenarios/measure.py, models/handoff.py) and of every engine module;
+- the process's settings: the Python build, the kernel, transparent huge pages, and the
+  allocator and thread variables of the environment (``MEMORY_ENV``).
 
 A reused figure says so: ``memory_method`` ends with when it was measured, and the record's
 details carry ``memory_measured_at`` and ``memory_reused``. ``--memory-remeasure`` measures every
@@ -28,6 +30,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import platform
+import sys
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +49,9 @@ MEASURING_CODE = ("runner/memory.py", "runner/memory_server.py", "runner/memory_
 #: the request's fields that say what is measured (the entry's and the cache's paths are not: its key is)
 REQUEST_FIELDS = ("model", "source", "inputs", "engine", "precision", "int8_scheme", "batch_size", "example_batch",
                   "device", "threads", "tf32", "seed", "warmup", "rounds")
+#: environment variables that change an allocator's or a thread pool's footprint
+MEMORY_ENV = ("LD_PRELOAD", "MALLOC_ARENA_MAX", "MALLOC_CONF", "GLIBC_TUNABLES", "PYTHONMALLOC", "OMP_NUM_THREADS",
+              "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _code_digest: str | None = None
 
 
@@ -73,6 +81,17 @@ def inputs_digest(inputs: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+def process_settings() -> dict[str, Any]:
+    """What moves resident memory beside the code and the libraries: the Python build, the
+    kernel, transparent huge pages, and the allocator and thread settings of the environment."""
+    try:
+        thp = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
+    except OSError:
+        thp = None
+    return {"python": sys.version, "kernel": platform.release(), "transparent_hugepage": thp,
+            "env": {k: os.environ.get(k) for k in MEMORY_ENV}}
+
+
 def reuse_key(request: dict[str, Any], *, method: str, entry_key: str, artifact_sha256: str | None,
               inputs: str, kind_id: str) -> dict[str, Any]:
     """Everything a kept figure depends on (the module's list)."""
@@ -80,7 +99,8 @@ def reuse_key(request: dict[str, Any], *, method: str, entry_key: str, artifact_
     if missing:
         raise ValueError(f"memory request without {missing}; expected the fields {list(REQUEST_FIELDS)}")
     key = {"request": {f: request[f] for f in REQUEST_FIELDS}, "method": method, "entry": entry_key,
-           "artifact_sha256": artifact_sha256, "inputs": inputs, "kind": kind_id, "code": measuring_code_digest()}
+           "artifact_sha256": artifact_sha256, "inputs": inputs, "kind": kind_id, "code": measuring_code_digest(),
+           "process": process_settings()}
     return json.loads(checked_record.canonical(key))  # as it reads back from its file (a source's tuple is a list)
 
 
@@ -96,7 +116,6 @@ class MemoryReuse:
     def __init__(self, root: Path | None, kind_id: str, *, remeasure: bool = False) -> None:
         self.folder = Path(root).expanduser() / MEMORY_DIR if root is not None else None
         self.kind_id, self.remeasure = kind_id, remeasure
-        self.not_kept: str | None = None  # why nothing could be kept (a read-only cache), said once in the record
 
     def _path(self, key: dict[str, Any]) -> Path:
         return self.folder / f"{checked_record.digest(key)[:32]}.json"
@@ -109,19 +128,26 @@ class MemoryReuse:
         try:
             body = checked_record.load(path, SCHEMA)
         except checked_record.CorruptRecord as exc:
-            warnings.warn(f"memory record {path} is corrupt ({exc}); measuring the case again",
-                          CorruptMemoryRecordWarning, stacklevel=2)
-            return None
+            return self._damaged(path, str(exc))
         if body is None:
             return None
         if body.get("key") != key or not isinstance(body.get("figures"), dict) or not body.get("measured_at"):
-            warnings.warn(f"memory record {path} holds another case's key or no figures; measuring the case again",
-                          CorruptMemoryRecordWarning, stacklevel=2)
-            return None
+            return self._damaged(path, "it holds another case's key or no figures")
         return {**body["figures"], "memory_measured_at": body["measured_at"]}
 
+    @staticmethod
+    def _damaged(path: Path, why: str) -> None:
+        """Remove the damaged file first (a warning turned into an error must not keep it), then say so."""
+        try:
+            path.unlink()
+        except OSError:  # a read-only cache: it stays, and is measured again each run
+            pass
+        warnings.warn(f"memory record {path} is corrupt ({why}); measuring the case again",
+                      CorruptMemoryRecordWarning, stacklevel=3)
+
     def put(self, key: dict[str, Any], info: dict[str, Any], device: str) -> dict[str, Any]:
-        """Keep ``info`` when it is clean; returns it with its measurement time (now)."""
+        """Keep ``info`` when it is clean; returns it with its measurement time (now) and, for a
+        clean figure that could not be kept, ``memory_not_kept`` saying why."""
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         if self.folder is None or not clean(info, device):
             return {**info, "memory_measured_at": now}
@@ -129,8 +155,9 @@ class MemoryReuse:
             self.folder.mkdir(parents=True, exist_ok=True)
             checked_record.dump(self._path(key), {"schema": SCHEMA, "key": key, "measured_at": now,
                                                   "figures": json_figures(info)})
-        except OSError as exc:  # a read-only shared cache: measured for this run, kept nowhere
-            self.not_kept = f"memory figures not kept: {self.folder} is not writable ({exc.strerror})"
+        except OSError as exc:  # a read-only shared cache, a full disk: measured for this run, kept nowhere
+            return {**info, "memory_measured_at": now,
+                    "memory_not_kept": f"memory figures not kept: {self.folder}: {exc.strerror or exc}"}
         return {**info, "memory_measured_at": now}
 
 

@@ -14,8 +14,9 @@ before the timed rounds, in three steps:
    not warm-up still going on, and demanding two-sided agreement on a noisy host would spend the
    warm-up's whole budget on noise. It stops unsettled at ``WARMUP_SHARE`` of ``latency_time``
    (after two windows at least); the record says so. A model so slow that the floor's rounds are all
-   ``latency_time`` allows checks in windows of 2 calls: the pilot cannot change its count.
-2. **Pilot.** The last two windows (20 calls, down to 6) give the median latency and the spread
+   ``latency_time`` allows checks in windows of 2 calls: the pilot cannot change its count (if the
+   pilot's latency says otherwise, the warm-up goes on in windows of the usual size).
+2. **Pilot.** The last two windows (20 calls, down to 4) give the median latency and the spread
    (IQR / median).
 3. **Rounds.** The fewest rounds whose median's 95 % interval (runner/median_ci.py) is predicted
    within ``PLAN_MARGIN`` x ``precision`` (default +/-1 %), at least ``MIN_ROUNDS`` (p90 needs 10)
@@ -101,21 +102,34 @@ def warm_up(run: Callable[[Any], Any], prepared: Any, budget_s: float,
     # pilot); measured: windows sized to the whole budget spent 0.43 s on a 31 ms resnet18 where
     # the fixed-fraction plan spent 0.28 s
     window = min(WINDOW, max(SHORT_WINDOW, int(budget_s / (4 * max(first[1], 1e-9)))))
-    if latency_time is not None and first[1] * (2 + 2 * SHORT_WINDOW + MIN_ROUNDS) > latency_time:
-        # the two first calls, two short windows and the floor's rounds do not fit --latency-time:
-        # the count is the floor whatever the pilot's spread, so the windows only check that the
-        # runtime settled, with 2 calls each (measured: 35 of the default matrix's 106 cases, 61 s of
-        # its 74 s of warm-up, spent 8 calls before 10 rounds of 0.1-0.6 s)
+    # the floor's rounds are all --latency-time allows: the count is the floor whatever the pilot's
+    # spread, so the windows only check that the runtime settled, with 2 calls each (measured: 35 of
+    # the default matrix's 106 cases, 61 s of its 74 s of warm-up, spent 8 calls before 10 rounds
+    # of 0.1-0.6 s)
+    short = floor_forced(first[1], latency_time)
+    if short:
         window = FLOOR_WINDOW
     windows: list[list[float]] = []
     while True:
         windows.append([_timed(run, prepared, clock) for _ in range(window)])
         calls = 2 + window * len(windows)
-        if len(windows) >= 2 and all(f(windows[-1]) >= f(windows[-2]) * (1 - SETTLE_TOLERANCE)
-                                     for f in (statistics.median, statistics.fmean)):
-            return windows[-2] + windows[-1], calls, True
-        if len(windows) >= 2 and (clock() - start >= budget_s or calls >= MAX_WARMUP_CALLS):
-            return windows[-2] + windows[-1], calls, False
+        settled = len(windows) >= 2 and all(f(windows[-1]) >= f(windows[-2]) * (1 - SETTLE_TOLERANCE)
+                                            for f in (statistics.median, statistics.fmean))
+        if settled or (len(windows) >= 2 and (clock() - start >= budget_s or calls >= MAX_WARMUP_CALLS)):
+            break
+    pilot = windows[-2] + windows[-1]
+    if short and not floor_forced(statistics.fmean(pilot), latency_time):
+        # the second call was slow for a reason of its own (a lazy initialisation): at the pilot's
+        # latency the count is not the floor's, so it is planned from windows of the usual size
+        more, extra, settled = warm_up(run, prepared, budget_s, clock)
+        return more, calls + extra, settled
+    return pilot, calls, settled
+
+
+def floor_forced(latency_s: float, latency_time: float | None) -> bool:
+    """Whether at ``latency_s`` a call the two first calls, two windows of FLOOR_WINDOW and the
+    floor's MIN_ROUNDS exceed ``latency_time`` (None: never): the round count is then the floor."""
+    return latency_time is not None and latency_s * (2 + 2 * FLOOR_WINDOW + MIN_ROUNDS) > latency_time
 
 
 def _floor(percentiles: Sequence[int]) -> tuple[int, str]:

@@ -56,6 +56,24 @@ def test_a_source_models_key_reads_back_equal_from_its_file(tmp_path):
         assert store.get(key(source=source))["load_rss_bytes"] == 7 << 20
 
 
+@pytest.mark.parametrize("variable", ["MALLOC_ARENA_MAX", "OMP_NUM_THREADS", "LD_PRELOAD"])
+def test_the_allocator_and_thread_settings_are_part_of_the_key(tmp_path, monkeypatch, variable):
+    monkeypatch.delenv(variable, raising=False)
+    store = MemoryReuse(tmp_path, "kind-1")
+    store.put(key(), FIGURES, "cpu")
+    monkeypatch.setenv(variable, "2")
+    assert store.get(key()) is None
+
+
+def test_a_record_with_a_nan_is_damaged_not_an_error(tmp_path):
+    store = MemoryReuse(tmp_path, "kind-1")
+    store.put(key(), FIGURES, "cpu")
+    [path] = (tmp_path / memory_reuse.MEMORY_DIR).glob("*.json")
+    path.write_text(path.read_text().replace(str(7 << 20), "NaN"))
+    with pytest.warns(CorruptMemoryRecordWarning):
+        assert store.get(key()) is None
+
+
 def test_the_measuring_code_is_part_of_the_key(tmp_path, monkeypatch):
     store = MemoryReuse(tmp_path, "kind-1")
     store.put(key(), FIGURES, "cpu")
@@ -87,6 +105,7 @@ def test_a_damaged_record_is_measured_again_with_a_warning(tmp_path, damage):
         os.replace(moved, path)
     with pytest.warns(CorruptMemoryRecordWarning):
         assert store.get(key()) is None
+    assert not path.exists(), "the damaged file is removed (under -W error too, it is never read again)"
     store.put(key(), FIGURES, "cpu")  # measured again: kept whole
     assert store.get(key())["load_rss_bytes"] == 7 << 20
 
@@ -102,9 +121,12 @@ def test_remeasure_ignores_what_is_kept_and_keeps_the_new_figure(tmp_path):
 def test_a_cache_that_cannot_be_written_keeps_nothing_and_says_so(tmp_path):
     (tmp_path / memory_reuse.MEMORY_DIR).write_text("a file where the folder goes (as root, chmod would not stop a write)")
     store = MemoryReuse(tmp_path, "kind-1")
-    assert store.put(key(), FIGURES, "cpu")["load_rss_bytes"] == 7 << 20
-    assert store.not_kept and str(tmp_path / memory_reuse.MEMORY_DIR) in store.not_kept
+    put = store.put(key(), FIGURES, "cpu")
+    assert put["load_rss_bytes"] == 7 << 20
+    assert str(tmp_path / memory_reuse.MEMORY_DIR) in put["memory_not_kept"]
     assert store.get(key()) is None
+    # said per case: a failed measurement is not kept for its own reason, not this one
+    assert "memory_not_kept" not in store.put(key(), {**FIGURES, "memory_error": "timed out"}, "cpu")
 
 
 def test_the_inputs_digest_sees_values_shapes_and_dtypes():

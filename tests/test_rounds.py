@@ -81,14 +81,24 @@ def test_a_warm_up_that_is_slow_for_k_calls_is_waited_out():
     assert p.pilot_median_s == pytest.approx(1 * MS, rel=0.02)  # the pilot saw the settled runtime only
 
 
-@pytest.mark.parametrize("latency_ms, window", [(2, 10), (18, 5), (31, 3), (80, 3), (90, 2), (600, 2)])
+@pytest.mark.parametrize("latency_ms, window", [(2, 10), (18, 5), (31, 3), (90, 3), (95, 2), (600, 2)])
 def test_a_slow_model_warms_up_in_short_windows(latency_ms, window):
-    # two windows fit half the warm-up's 0.375 s, 3 calls at least; 2 where 2 + 2 x 3 calls and the
-    # floor's 10 rounds exceed --latency-time (1.5 s: above 83 ms a call), whose count the pilot cannot change
+    # two windows fit half the warm-up's 0.375 s, 3 calls at least; 2 where 2 + 2 x 2 calls and the
+    # floor's 10 rounds exceed --latency-time (1.5 s: above 94 ms a call), whose count the pilot cannot change
     p = plan(FakeEngine(noisy(latency_ms * MS, 0.002)))
     assert p.warmup_settled is True and p.plan_calls == 2 + 2 * window
     if window == rounds.FLOOR_WINDOW:
         assert p.rounds == rounds.MIN_ROUNDS and p.reason.startswith("floor")
+
+
+def test_a_fast_model_whose_second_call_is_slow_gets_windows_of_the_usual_size():
+    # a lazy initialisation makes the second call 200 ms; the model runs at 5 ms after it
+    steady = noisy(5 * MS, 0.05, seed=2)
+    p = plan(FakeEngine(lambda i: 200 * MS if i < 2 else steady(i)))
+    assert p.pilot_median_s == pytest.approx(0.005, rel=0.1)
+    # the 2-call windows found 5 ms, so the warm-up went on in windows of 10 and the pilot has 20 calls
+    assert p.plan_calls >= 2 + 2 * rounds.FLOOR_WINDOW + 2 + 2 * rounds.WINDOW
+    assert p.reason.startswith(("precision", "cap")) and p.rounds > rounds.MIN_ROUNDS
 
 
 def test_a_slow_model_still_warming_after_its_two_short_windows_is_recorded_unsettled():

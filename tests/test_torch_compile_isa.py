@@ -1,7 +1,7 @@
 """torch_compile's load checks inductor's CPU vector ISAs in the process's own inductor cache,
 never in an entry's scratch copy (engines/torch_compile.py ``probe_cpu_isa``): in a scratch
-cache every fresh process, each memory child among them, compiled the probes again (12 s of a
-14 s child on the machine that found it)."""
+cache every fresh process, each memory child among them, compiled the probes again (12.3 s of
+a 19.6 s child on the machine that found it)."""
 from __future__ import annotations
 
 import json
