@@ -176,8 +176,12 @@ class WeightsNotInputs(Step):
 
 def old_ir(path: Path) -> bool:
     """Whether the ONNX file at ``path`` predates IR 4 (its weights listed as inputs too); read
-    once per file version (the stage plans each engine's chain from it)."""
-    stat = path.stat()
+    once per file version (the stage plans each engine's chain from it). A file that is not
+    there is not judged here: its step's key, which reads its bytes, says so where it is used."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
     return _old_ir(str(path), stat.st_mtime_ns, stat.st_size)
 
 
