@@ -20,6 +20,7 @@ from infermatrix.runner.rounds import plan_rounds, precision_figures
 from infermatrix.scenarios.gpu_timing import CudaCase
 from infermatrix.scenarios.measure import NOTES_KEY, latency_summary
 from infermatrix.runner.memory import engine_memory
+from infermatrix.runner.memory_queue import child_footprint
 from infermatrix.runner.memory_reuse import inputs_digest
 
 
@@ -36,8 +37,6 @@ def test_latency(case, run_session, matrix_options, benchmark, pytestconfig):
         pytest.fail(f"not timed: outputs differ from the baseline\n{report.render()}", pytrace=False)
     prepared = engine.prepare(run_session.inputs(case))
     benchmark.group = f"{case.model}-bs{case.batch_size}-{case.device}"
-    # the previous case's memory child ran beside this case's load and check: done before anything is timed
-    run_session.memory.settle()
     # warm-up until settled, then the rounds the median's precision needs, capped by --latency-time
     planning = run_session.time.begin("round planning")  # where the run's time goes: runner/time_ledger.py
     plan = plan_rounds(engine.run, prepared, matrix_options.latency_time, matrix_options.latency_rounds,
@@ -94,8 +93,8 @@ def test_latency(case, run_session, matrix_options, benchmark, pytestconfig):
     run_session.time.end(calibrating)
     figures.update(share_fields(figures["gflops_per_s"], peak))
     # this engine's own memory, measured alone in a child forked from a preloaded server (this process holds all):
-    # load_rss_bytes, run_peak_rss_bytes, gpu_peak_bytes. The child runs beside the next case's untimed work
-    # (runner/memory_overlap.py) and its figures join this record before anything else is timed or saved
+    # load_rss_bytes, run_peak_rss_bytes, gpu_peak_bytes. The child waits in a queue until the timed cases are
+    # done (runner/memory_queue.py); its figures join this record before pytest-benchmark saves the run
     case_key, reference = run_session.resolved(case), run_session.reference(case)
 
     def deliver(memory: dict) -> None:
@@ -107,6 +106,8 @@ def test_latency(case, run_session, matrix_options, benchmark, pytestconfig):
         return
     deliver({})  # the record without its memory until the child reports (an interrupted run keeps the rest)
     digest = inputs_digest(run_session.inputs(case))  # a kept figure is reused only for the same inputs
+    footprint = child_footprint(case.device, loaded.entry.artifact_bytes, run_session.module(case.model))
     run_session.memory.submit(case.id, lambda: engine_memory(
         case, loaded.entry.path, run_session.threads, cache_root=run_session.cache.root, tf32=run_session.tf32,
-        reuse=run_session.memory_reuse, artifact_sha256=loaded.entry.artifact_sha256, inputs_digest=digest), deliver)
+        reuse=run_session.memory_reuse, artifact_sha256=loaded.entry.artifact_sha256, inputs_digest=digest), deliver,
+        footprint)

@@ -1,5 +1,6 @@
 """The parent side of the memory fork server (runner/memory_server.py): starts this process's
-server on first use, sends it one case at a time, kills a child at its timeout, stops the server
+server on first use, sends it one case at a time (per lane: runner/memory_queue.py runs lanes side
+by side, each with servers of its own), kills a child at its timeout, stops the server
 at the end of the run (``shutdown``, from RunSession.close and at exit). Each process has its own
 servers, one per preload profile in use ("full", and "lean" for cases whose load imports the
 torch compile stack); an xdist worker its own; a forked copy of the owner never uses nor stops them."""
@@ -105,60 +106,82 @@ class MemoryServer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-_servers: dict[str, MemoryServer] = {}  # by preload profile (memory_server.PROFILES)
+_servers: dict[tuple[str, int], MemoryServer] = {}  # by preload profile (memory_server.PROFILES) and lane
+_key_locks: dict[tuple[str, int], threading.Lock] = {}  # one measurement at a time per server
 _start_failed: dict[str, str] = {}  # a server that did not start once is not started again per case
-_lock = threading.Lock()
+_lock = threading.Lock()  # guards the dicts above, never held while a server starts or measures
+_local = threading.local()  # this thread's lane (use_lane)
+
+
+def use_lane(lane: int) -> None:
+    """This thread measures with the servers of ``lane`` (runner/memory_queue.py: one lane per
+    thread, so two children can run at once; the main thread uses lane 0)."""
+    _local.lane = lane
+
+
+def _key(profile: str) -> tuple[str, int]:
+    return profile, getattr(_local, "lane", 0)
+
+
+def _key_lock(key: tuple[str, int]) -> threading.Lock:
+    with _lock:
+        return _key_locks.setdefault(key, threading.Lock())
 
 
 def start(profile: str = "full") -> dict[str, Any]:
-    """This process's server of ``profile``, started if it is not running: its ready message
+    """This thread's server of ``profile``, started if it is not running: its ready message
     (import seconds, preloads missing here, Python threads). ServerUnavailable when it does not start."""
-    with _lock:
-        return _running(profile).ready
+    key = _key(profile)
+    with _key_lock(key):
+        return _running(key).ready
 
 
-def _running(profile: str) -> MemoryServer:
+def _running(key: tuple[str, int]) -> MemoryServer:
+    profile = key[0]
     if profile in _start_failed:
         raise ServerUnavailable(_start_failed[profile])
-    server = _servers.get(profile)
+    server = _servers.get(key)
     if server is None or not server.alive():
         if server is not None:
             server.close()
         try:
-            _servers[profile] = MemoryServer(profile)
+            _servers[key] = MemoryServer(profile)
         except ServerUnavailable as exc:
             _start_failed[profile] = str(exc)
             raise
-    return _servers[profile]
+    return _servers[key]
 
 
 def measure_forked(request: dict[str, Any], timeout_s: float, profile: str = "full") -> tuple[dict[str, Any], str, str]:
-    """(result, why it failed or "", traceback tail) from a child of this process's server of
+    """(result, why it failed or "", traceback tail) from a child of this thread's server of
     ``profile``, started on first use. ServerUnavailable when it cannot start or stopped answering."""
-    with _lock:
-        server = _running(profile)
+    key = _key(profile)
+    with _key_lock(key):
+        server = _running(key)
         try:
             result = server.measure(request, timeout_s)
         except (ServerUnavailable, OSError) as exc:  # OSError: a broken pipe to a server that died
             server.close()
-            del _servers[profile]
+            del _servers[key]
             raise ServerUnavailable(str(exc)) from exc
     if "error" in result:
         return {}, result["error"], result.get("traceback") or ""
     return result, "", ""
 
 
-def server_pid(profile: str = "full") -> int | None:
-    """This process's running server of ``profile``, if any (tests: one per process, gone after :func:`shutdown`)."""
-    server = _servers.get(profile)
+def server_pid(profile: str = "full", lane: int = 0) -> int | None:
+    """This process's running server of ``profile`` in ``lane``, if any (tests: one per lane, gone after :func:`shutdown`)."""
+    server = _servers.get((profile, lane))
     return server.proc.pid if server is not None and server.alive() else None
 
 
 def shutdown() -> None:
     """Stop this process's servers: at the end of the run (RunSession.close) and at exit."""
     with _lock:
-        while _servers:
-            _servers.popitem()[1].close()
+        servers = list(_servers.values())
+        _servers.clear()
+    for server in servers:
+        server.close()
 
 
 atexit.register(shutdown)

@@ -83,7 +83,7 @@ def measure(device: str, precision: str, threads: int | None,
 
 def calibration_key(device: str, threads: int | None) -> dict[str, Any]:
     """What makes two calibrations the same figure: hardware, threads, usable CPUs, kernel versions."""
-    from infermatrix.runner.session import host_fingerprint
+    from infermatrix.runner.run_stats import host_fingerprint
     host = host_fingerprint(device)
     info = {"infermatrix": {"cpu_model": host["cpu"], "gpu": {"name": host["gpu"]} if "gpu" in host else None}}
     versions = {}

@@ -90,7 +90,7 @@ def test_an_older_runs_machine_info_gives_its_kind():
 def test_this_hosts_kind_equals_the_kind_derived_from_its_older_machine_info():
     """A history keeps one series across the change: an older run of this host derives the kind a
     new run records (the plugin's machine_info fields, without the hardware_kind key)."""
-    from infermatrix.runner.session import host_fingerprint
+    from infermatrix.runner.run_stats import host_fingerprint
     older = {"cpu": {"flags": sorted(cpu_flags())},
              "infermatrix": {"cpu_model": host_fingerprint("cpu")["cpu"], "usable_cpus": len(os.sched_getaffinity(0)),
                              "libraries": library_versions(), "gpu": None}}
