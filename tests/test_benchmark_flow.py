@@ -29,6 +29,9 @@ def bench_run(pytester, repo_root, tmp_path, monkeypatch):
             str(repo_root / "perf_tests" / "test_latency.py"), "-p", "bench.slowdown_engine",
             "--models", "tiny-cnn", "--engines", "torch_slowdown", "--precisions", "fp32", "--batch-sizes", "1",
             "--latency-rounds", "60", "--threads", "1", "--engine-cache", str(tmp_path / "cache"),
+            # the history flow does not read memory figures (tests/test_memory_queue.py runs them end to
+            # end): without them each of these runs starts no fork server (8 s of imports each)
+            "--no-engine-memory",
             "--benchmark-storage", f"file://{storage}", "-p", "no:cacheprovider", *args)
     run.storage = storage
     return run
