@@ -32,8 +32,10 @@ def only_run(root):
     return folder
 
 
-def test_an_injected_doubling_is_flagged_and_both_sides_are_kept(ab, capsys):
-    rc = ab("--base-env", "INFERMATRIX_INJECTED_SLOWDOWN=0", "--new-env", "INFERMATRIX_INJECTED_SLOWDOWN=1.0")
+def test_an_injected_slowdown_is_flagged_and_both_sides_are_kept(ab, capsys):
+    # 4x, not 2x: beside the other xdist worker's compile-heavy test a 0.3 ms call's base blocks were
+    # inflated 1.6x more than the new side's once in CI (a doubling then read as 1.25x)
+    rc = ab("--base-env", "INFERMATRIX_INJECTED_SLOWDOWN=0", "--new-env", "INFERMATRIX_INJECTED_SLOWDOWN=3.0")
     out = capsys.readouterr().out
     assert rc == 1, out
     assert "tiny-cnn-torch_slowdown-fp32-bs1-cpu" in out and "slower" in out
@@ -43,8 +45,8 @@ def test_an_injected_doubling_is_flagged_and_both_sides_are_kept(ab, capsys):
         (bench,) = run["benchmarks"]
         assert bench["stats"]["rounds"] == 45 and len(bench["stats"]["data"]) == 45   # 3 blocks x 15 rounds
         assert bench["extra_info"]["blocks"] == 3 and bench["extra_info"]["p99_s"] is None   # < 100 samples
-    assert new["benchmarks"][0]["stats"]["median"] > 1.6 * base["benchmarks"][0]["stats"]["median"]
-    assert new["infermatrix_ab"]["describe"].endswith("INFERMATRIX_INJECTED_SLOWDOWN=1.0")
+    assert new["benchmarks"][0]["stats"]["median"] > 2.0 * base["benchmarks"][0]["stats"]["median"]
+    assert new["infermatrix_ab"]["describe"].endswith("INFERMATRIX_INJECTED_SLOWDOWN=3.0")
 
 
 def test_a_git_ref_side_runs_from_its_own_checkout(ab, repo_root, capsys):
