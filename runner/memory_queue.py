@@ -108,20 +108,29 @@ class MemoryQueue:
         total, start = len(todo), time.perf_counter()
         lanes = itertools.count()
         running: dict[Future, _Queued] = {}
-        with self.ledger.phase("memory"), ThreadPoolExecutor(
-                max_workers=self.lanes, thread_name_prefix="infermatrix-memory",
-                initializer=lambda: use_lane(next(lanes))) as pool:
-            while todo or running:
-                # the pool never holds a case that has not started: an interrupted wait leaves nothing queued there
-                while todo and self._may_start(todo[0], list(running.values())):
-                    item = todo.popleft()
-                    running[pool.submit(item.measure)] = item
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    item = running.pop(future)
+        try:
+            with self.ledger.phase("memory"), ThreadPoolExecutor(
+                    max_workers=self.lanes, thread_name_prefix="infermatrix-memory",
+                    initializer=lambda: use_lane(next(lanes))) as pool:
+                while todo or running:
+                    # the pool never holds a case that has not started: an interrupted wait leaves nothing there
+                    while todo and self._may_start(todo[0], list(running.values())):
+                        item = todo.popleft()
+                        running[pool.submit(item.measure)] = item
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        item = running.pop(future)
+                        item.deliver(self._result(item, future))
+                        if progress is not None:
+                            progress(total - len(todo) - len(running), total, time.perf_counter() - start)
+        except BaseException:
+            # Ctrl-C while the children run: the pool has let the running ones end, so their figures
+            # are delivered; the cases not started go back to the queue, for the caller to abandon
+            for future, item in running.items():
+                if future.done():
                     item.deliver(self._result(item, future))
-                    if progress is not None:
-                        progress(total - len(todo) - len(running), total, time.perf_counter() - start)
+            self._queued = list(todo) + self._queued
+            raise
 
     def _may_start(self, item: _Queued, running: list[_Queued]) -> bool:
         if not running:

@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+from infermatrix.runner import memory_queue
 from infermatrix.runner.memory import not_measured
 from infermatrix.runner.memory_queue import (CHILD_BASE_BYTES, WEIGHT_COPIES, MemoryQueue, MemoryThreadWarning,
                                              child_footprint, lanes_for)
@@ -115,6 +116,29 @@ def test_an_abandoned_queue_measures_nothing_and_says_why_in_every_record():
     assert all(g["load_rss_bytes"] is None for g in got)
 
 
+def test_ctrl_c_while_the_children_run_delivers_the_running_and_leaves_the_rest_to_abandon(monkeypatch):
+    queue, got = MemoryQueue(TimeLedger(), lanes=1), []
+    started = threading.Event()
+
+    def interrupted_wait(futures, return_when):  # the user presses Ctrl-C while the first child runs
+        started.wait(5)
+        raise KeyboardInterrupt
+
+    def measure():
+        started.set()
+        return {"load_rss_bytes": 1}
+
+    for name in "abc":
+        queue.submit(name, measure, lambda figures, n=name: got.append((n, figures)))
+    monkeypatch.setattr(memory_queue, "wait", interrupted_wait)
+    with pytest.raises(KeyboardInterrupt):
+        queue.settle()
+    assert got == [("a", {"load_rss_bytes": 1})]       # the child that ran is not lost
+    assert queue.queued == 2                              # b and c never started
+    queue.abandon("interrupted", not_measured)
+    assert [n for n, _ in got] == ["a", "b", "c"] and got[2][1]["memory_method"] == "not measured (interrupted)"
+
+
 @pytest.mark.parametrize("cpus, workers, lanes", [(2, 1, 2), (2, 2, 1), (1, 1, 1), (16, 1, 2), (16, 4, 2), (3, 2, 1)])
 def test_lanes_are_the_processs_share_of_the_cpus(cpus, workers, lanes):
     assert lanes_for(cpus, workers) == lanes
@@ -174,3 +198,32 @@ def test_an_interrupted_run_saves_its_cases_and_says_their_memory_was_not_measur
                                      "they run after the timed cases)")
     assert info["load_rss_bytes"] is None and "memory_error" not in info
     assert not list((tmp_path / "cache").glob("_memory/*.json"))  # nothing measured, nothing kept
+
+
+def test_ctrl_c_while_the_children_run_still_saves_the_run(pytester, repo_root, tmp_path, monkeypatch):
+    """Ctrl-C during the children (here: the first wait for one raises it), one lane: the child that
+    ran is delivered, the case not started says its memory was not measured, the run is saved and
+    ends as interrupted."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")  # an xdist worker's share of 2 CPUs: one lane
+    pytester.makepyfile(ctrl_c_in_memory="""
+        import infermatrix.runner.memory_queue as queue
+
+        def interrupted(futures, return_when):
+            raise KeyboardInterrupt
+
+        queue.wait = interrupted
+    """)
+    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    result = pytester.runpytest_subprocess(
+        str(repo_root / "perf_tests" / "test_latency.py"), "-p", "ctrl_c_in_memory", "--models", "tiny-cnn",
+        "--engines", "torch", "--precisions", "fp32", "--batch-sizes", "1,2", "--latency-rounds", "5",
+        "--engine-cache", str(tmp_path / "cache"), "--benchmark-autosave",
+        "--benchmark-storage", f"file://{pytester.path / 'history'}", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
+    result.stdout.fnmatch_lines(["*memory: interrupted, 1 case not measured (their records say so)*"])
+    [saved] = sorted((pytester.path / "history").rglob("*.json"))
+    methods = {b["name"]: b["extra_info"]["memory_method"] for b in json.loads(saved.read_text())["benchmarks"]}
+    assert methods["test_latency[tiny-cnn-torch-fp32-bs1-cpu]"].startswith("forked child"), methods
+    assert methods["test_latency[tiny-cnn-torch-fp32-bs2-cpu]"] == (
+        "not measured (the run was interrupted while its memory children ran)"), methods
