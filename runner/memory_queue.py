@@ -1,16 +1,21 @@
 """The latency cases' memory children, queued during the run and measured after its timed cases.
 
 The memory of an engine is measured in a child of a fork server (runner/memory_client.py): a
-process of its own that loads the engine and runs it. A child must never share the CPUs with
-anything this process times (round planning, timed rounds, builds, scenarios, the peak
-calibration), and those follow each other closely. Measured on the default matrix (2-core AMD EPYC,
-quiet host): one child at a time beside the next case's untimed work still left the test process
-waiting 192 s of a 547 s run, one core idle meanwhile. So the children wait in a queue while the
+process of its own that loads the engine and runs it. The children wait in a queue while the
 cases run, and :meth:`MemoryQueue.settle` (at the end of the session, before pytest-benchmark saves
 the run) measures them ``lanes`` at a time, each lane with fork servers of its own, while this
-process does nothing else. What a child measures (the resident memory of its own process: load RSS
-and run peak) does not depend on what runs beside it; the host's free memory does, so a child runs
-beside another only when both are CPU cases that fit ``PARALLEL_SHARE`` of the memory available.
+process does nothing else. So no child shares the CPUs with anything the run times or records a
+duration of: round planning, timed rounds, builds, engine loads (torch.compile's warm compile
+seconds), equivalence checks, scenarios. What a child measures (the resident memory of its own
+process: load RSS and run peak) does not depend on what runs beside it; the host's free memory
+does, so a child runs beside another only when both are CPU cases that fit ``PARALLEL_SHARE`` of
+the memory available.
+
+Measured on the default matrix with every case's memory measured (2-core AMD EPYC, quiet host,
+docs/measurements.md): the wall time stayed where one child at a time beside the next case's
+untimed work had it (555 s against 547 s), the children's seconds moving from the loads and checks
+they slowed to the end of the run. Two lanes on two cores are not twice one: each child runs its
+rounds on both cores.
 
 The seconds the test process waits are the "memory" phase of the run's time account. A run that is
 interrupted does not start its queued children: their records say they were not measured.
