@@ -173,26 +173,32 @@ def test_every_case_of_a_saved_run_has_its_memory_the_last_one_included(pytester
         assert info["memory_method"].startswith("forked child"), info["memory_method"]
 
 
+def _interrupted_run(pytester, repo_root, tmp_path, monkeypatch, plugin: str, source: str):
+    """tiny-cnn torch fp32 at batches 1 and 2 with ``plugin`` (written from ``source``) loaded, saved
+    as history: (the pytester result, the saved run's benchmarks)."""
+    pytester.makepyfile(**{plugin: source})
+    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    result = pytester.runpytest_subprocess(
+        str(repo_root / "perf_tests" / "test_latency.py"), "-p", plugin, "--models", "tiny-cnn",
+        "--engines", "torch", "--precisions", "fp32", "--batch-sizes", "1,2", "--latency-rounds", "5",
+        "--engine-cache", str(tmp_path / "cache"), "--benchmark-autosave",
+        "--benchmark-storage", f"file://{pytester.path / 'history'}", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
+    [saved] = sorted((pytester.path / "history").rglob("*.json"))
+    return result, json.loads(saved.read_text())["benchmarks"]
+
+
 def test_an_interrupted_run_saves_its_cases_and_says_their_memory_was_not_measured(pytester, repo_root, tmp_path,
                                                                                   monkeypatch):
     """Ctrl-C after the first case: no child starts (a user who stops a run does not wait for them),
     and the saved case says why its memory is null."""
     for var in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
         monkeypatch.delenv(var, raising=False)
-    pytester.makepyfile(stop_after_first_case="""
+    _, [bench] = _interrupted_run(pytester, repo_root, tmp_path, monkeypatch, "stop_after_first_case", """
         def pytest_runtest_teardown(item, nextitem):
             if "test_latency[" in item.nodeid:
                 raise KeyboardInterrupt
     """)
-    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
-    result = pytester.runpytest_subprocess(
-        str(repo_root / "perf_tests" / "test_latency.py"), "-p", "stop_after_first_case", "--models", "tiny-cnn",
-        "--engines", "torch", "--precisions", "fp32", "--batch-sizes", "1,2", "--latency-rounds", "5",
-        "--engine-cache", str(tmp_path / "cache"), "--benchmark-autosave",
-        "--benchmark-storage", f"file://{pytester.path / 'history'}", "-p", "no:cacheprovider")
-    assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
-    [saved] = sorted((pytester.path / "history").rglob("*.json"))
-    [bench] = json.loads(saved.read_text())["benchmarks"]
     info = bench["extra_info"]
     assert info["memory_method"] == ("not measured (the run was interrupted before its memory children ran: "
                                      "they run after the timed cases)")
@@ -206,7 +212,7 @@ def test_ctrl_c_while_the_children_run_still_saves_the_run(pytester, repo_root, 
     ends as interrupted."""
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")  # an xdist worker's share of 2 CPUs: one lane
-    pytester.makepyfile(ctrl_c_in_memory="""
+    result, benches = _interrupted_run(pytester, repo_root, tmp_path, monkeypatch, "ctrl_c_in_memory", """
         import infermatrix.runner.memory_queue as queue
 
         def interrupted(futures, return_when):
@@ -214,16 +220,8 @@ def test_ctrl_c_while_the_children_run_still_saves_the_run(pytester, repo_root, 
 
         queue.wait = interrupted
     """)
-    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
-    result = pytester.runpytest_subprocess(
-        str(repo_root / "perf_tests" / "test_latency.py"), "-p", "ctrl_c_in_memory", "--models", "tiny-cnn",
-        "--engines", "torch", "--precisions", "fp32", "--batch-sizes", "1,2", "--latency-rounds", "5",
-        "--engine-cache", str(tmp_path / "cache"), "--benchmark-autosave",
-        "--benchmark-storage", f"file://{pytester.path / 'history'}", "-p", "no:cacheprovider")
-    assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
     result.stdout.fnmatch_lines(["*memory: interrupted, 1 case not measured (their records say so)*"])
-    [saved] = sorted((pytester.path / "history").rglob("*.json"))
-    methods = {b["name"]: b["extra_info"]["memory_method"] for b in json.loads(saved.read_text())["benchmarks"]}
+    methods = {b["name"]: b["extra_info"]["memory_method"] for b in benches}
     assert methods["test_latency[tiny-cnn-torch-fp32-bs1-cpu]"].startswith("forked child"), methods
     assert methods["test_latency[tiny-cnn-torch-fp32-bs2-cpu]"] == (
         "not measured (the run was interrupted while its memory children ran)"), methods
