@@ -144,12 +144,21 @@ def _running(key: tuple[str, int]) -> MemoryServer:
     if server is None or not server.alive():
         if server is not None:
             server.close()
+        started = time.perf_counter()
         try:
             _servers[key] = MemoryServer(profile)
         except ServerUnavailable as exc:
             _start_failed[profile] = str(exc)
             raise
+        finally:
+            _local.start_s = server_start_seconds() + time.perf_counter() - started
     return _servers[key]
+
+
+def server_start_seconds() -> float:
+    """Seconds this thread has spent starting fork servers (runner/memory_queue.py keeps them out of
+    a child's own seconds: the first child of each lane starts that lane's servers)."""
+    return getattr(_local, "start_s", 0.0)
 
 
 def measure_forked(request: dict[str, Any], timeout_s: float, profile: str = "full") -> tuple[dict[str, Any], str, str]:

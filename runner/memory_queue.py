@@ -34,7 +34,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from .memory_client import use_lane
+from .memory_client import server_start_seconds, use_lane
 from .time_ledger import TimeLedger
 
 Measure = Callable[[], dict[str, Any]]
@@ -92,6 +92,12 @@ class MemoryQueue:
         self.ledger, self.lanes, self._available = ledger, lanes, available
         self._queued: list[_Queued] = []
         self._owner = threading.get_ident()
+        self._lock = threading.Lock()  # the lanes' threads add their seconds
+        #: each measured case's child: label -> seconds from its start to its figures, without the
+        #: fork servers' start (the slowest say where the run's memory phase went)
+        self.child_seconds: dict[str, float] = {}
+        #: seconds the lanes spent starting fork servers (charged to no child)
+        self.server_start_s = 0.0
 
     def submit(self, label: str, measure: Measure, deliver: Deliver, footprint_bytes: int | None = None) -> None:
         """Queue ``measure`` (the blocking parent side of a memory child); ``deliver(figures)`` runs
@@ -121,7 +127,7 @@ class MemoryQueue:
                     # the pool never holds a case that has not started: an interrupted wait leaves nothing there
                     while todo and self._may_start(todo[0], list(running.values())):
                         item = todo.popleft()
-                        running[pool.submit(item.measure)] = item
+                        running[pool.submit(self._measure, item)] = item
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
                         item = running.pop(future)
@@ -136,6 +142,20 @@ class MemoryQueue:
                     item.deliver(self._result(item, future))
             self._queued = list(todo) + self._queued
             raise
+
+    def _measure(self, item: _Queued) -> dict[str, Any]:
+        start, servers = time.perf_counter(), server_start_seconds()
+        try:
+            return item.measure()
+        finally:
+            starting = server_start_seconds() - servers
+            with self._lock:
+                self.server_start_s += starting
+                self.child_seconds[item.label] = time.perf_counter() - start - starting
+
+    def slowest(self, n: int) -> list[tuple[str, float]]:
+        """The ``n`` measured cases whose children took longest, slowest first: (label, seconds)."""
+        return sorted(self.child_seconds.items(), key=lambda kv: kv[1], reverse=True)[:n]
 
     def _may_start(self, item: _Queued, running: list[_Queued]) -> bool:
         if not running:

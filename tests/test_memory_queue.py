@@ -69,6 +69,15 @@ def test_two_lanes_measure_two_cases_at_once_and_the_wait_is_charged_to_memory()
     assert ledger.seconds["memory"] > 0
 
 
+def test_each_childs_seconds_are_kept_and_the_slowest_come_first():
+    queue = MemoryQueue(TimeLedger())
+    for name, seconds in (("quick", 0.0), ("slow", 0.2), ("middle", 0.1)):
+        queue.submit(name, lambda s=seconds: time.sleep(s) or {}, lambda _: None)
+    queue.settle()
+    assert [label for label, _ in queue.slowest(2)] == ["slow", "middle"]
+    assert queue.child_seconds["slow"] >= 0.2 and set(queue.child_seconds) == {"quick", "slow", "middle"}
+
+
 @pytest.mark.parametrize("footprints, available, why", [
     ((100 * MiB, None), 64 << 30, "a footprint that is not known runs alone"),
     ((3 << 30, 3 << 30), 16 << 30, "two that would hold more than a quarter of the free memory"),
@@ -164,6 +173,9 @@ def test_every_case_of_a_saved_run_has_its_memory_the_last_one_included(pytester
         "--precisions", "fp32", "--batch-sizes", "1,2", "--latency-rounds", "5",
         "--engine-cache", str(tmp_path / "cache"), "--benchmark-json", str(out), "-p", "no:cacheprovider")
     assert result.ret == 0, result.stdout.str()
+    # the terminal names the children that took longest
+    result.stdout.fnmatch_lines(["*memory: 4 children in * at a time; the lanes spent * s starting fork servers); "
+                                 "the slowest: tiny-cnn-* s, tiny-cnn-* s, tiny-cnn-* s"])
     benches = json.loads(out.read_text())["benchmarks"]
     assert len(benches) == 4
     for bench in benches:
