@@ -126,6 +126,12 @@ class TorchCompileEngine(TorchModuleEngine):
     def _compile(self, spec: BuildSpec) -> tuple[Any, float]:
         import torch
         module = module_for(spec, self.precision, self.device)
+        # dynamo remembers, per code object and for the whole process, which input sizes changed
+        # between its compiles ("automatic dynamic"): a batch-8 compile after a batch-1 compile of the
+        # same model then traced another graph (its symbols in another order) than a fresh process
+        # does, so the memory child's load of that entry missed inductor's cache and compiled again
+        # (tiny-gpt2, 13.8 s). Forgetting it makes every compile the one a deployment's fresh process runs.
+        torch._dynamo.reset_code_state()
         # isolate_recompiles: this compile neither reuses another torch.compile call's graph held in
         # memory (which would leave a rebuilt entry without inductor files and time no compile) nor
         # counts against the recompile limit other calls share (past it dynamo runs eager);
