@@ -65,6 +65,19 @@ def test_key_changes_when_transformers_changes(monkeypatch, engine):
     assert cache_key(after) != before
 
 
+def test_a_torch_compile_key_changes_with_the_torch_its_kernels_compile_against(monkeypatch):
+    """inductor keys its C++ kernels by a command line that names torch's headers: an entry built by a
+    torch installed elsewhere would compile every kernel again at each load (engines/torch_compile.py)."""
+    import torch
+    case = Case("tiny-cnn", "torch_compile", "fp32", 1, "cpu")
+    fields = key_fields(case)
+    assert str(Path(torch.__file__).parent / "include") in fields["recipe"]["headers"]
+    monkeypatch.setattr(torch, "__file__", "/elsewhere/site-packages/torch/__init__.py")
+    moved = key_fields(case)
+    assert "/elsewhere/site-packages/torch/include" in moved["recipe"]["headers"]
+    assert cache_key(moved) != cache_key(fields)
+
+
 def test_artifact_libraries_cover_what_each_engine_requires():
     from infermatrix.engines import ENGINES
     for name, cls in ENGINES.items():
