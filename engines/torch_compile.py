@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -39,6 +40,13 @@ from .torch_common import TorchModuleEngine, module_for, prepare_tensors
 RECORD = "compile.json"
 INDUCTOR = "inductor"  # inductor's on-disk cache for this entry (a sub-folder of the entry)
 _CACHE_ENV = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+#: compiled kernels in inductor's cache: C++ (CPU) and Triton (GPU) binaries
+KERNEL_SUFFIXES = (".so", ".cubin", ".hsaco", ".spv")
+
+
+class WarmCompileWarning(UserWarning):
+    """A load compiled graphs or kernels its entry's inductor files should have held: its warm
+    compile seconds include compiling."""
 
 
 @contextmanager
@@ -89,6 +97,16 @@ def kernel_include_dirs() -> list[str]:
 
     import torch
     return [str(Path(torch.__file__).parent / "include"), str(sysconfig.get_path("include", scheme="posix_prefix"))]
+
+
+def _kernel_files(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.suffix in KERNEL_SUFFIXES}
+
+
+def _graph_misses() -> int:
+    """Graphs inductor compiled in this process because its FX graph cache had none."""
+    from torch._dynamo.utils import counters
+    return counters["inductor"]["fxgraph_cache_miss"]
 
 
 def copy_verified(entry: Path, dest: Path) -> int:
@@ -177,8 +195,16 @@ class TorchCompileEngine(TorchModuleEngine):
             copy_verified(workdir, scratch)
             if self.device == "cpu":
                 probe_cpu_isa()
+            kernels, graphs = _kernel_files(scratch), _graph_misses()
             with inductor_cache(scratch):
                 self._module, self._warm_compile_s = self._compile(spec)
+            self._compiled_at_load = (_graph_misses() - graphs, len(_kernel_files(scratch) - kernels))
+            if any(self._compiled_at_load):
+                warnings.warn(WarmCompileWarning(
+                    f"{self.name} {self.precision}: loading {workdir} compiled {self._compiled_at_load[0]} graph(s) and "
+                    f"{self._compiled_at_load[1]} kernel(s) its inductor files should hold (expected 0 and 0: a "
+                    "torch, compiler or inductor setting other than the build's); compile_seconds_warm "
+                    f"{self._warm_compile_s:.1f} s includes compiling them"), stacklevel=2)
         self._cold_compile_s = json.loads((workdir / RECORD).read_text())["cold_compile_s"]
         self._names = spec.input_names
 
@@ -191,7 +217,10 @@ class TorchCompileEngine(TorchModuleEngine):
     def _details_impl(self) -> Mapping[str, Any]:
         # cold: first compile with an empty inductor cache; warm: the recompile at load
         # against inductor's cache (None when this process built it moments ago)
-        return {"compile_seconds_cold": self._cold_compile_s, "compile_seconds_warm": self._warm_compile_s}
+        # and what the warm compile compiled that the entry should have held (0, 0: all from the cache)
+        graphs, kernels = getattr(self, "_compiled_at_load", (None, None))
+        return {"compile_seconds_cold": self._cold_compile_s, "compile_seconds_warm": self._warm_compile_s,
+                "compile_warm_graphs_compiled": graphs, "compile_warm_kernels_compiled": kernels}
 
 
 class TorchCompileCudaGraphsEngine(TorchCompileEngine):

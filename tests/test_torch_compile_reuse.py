@@ -12,7 +12,10 @@ compile that the entry's inductor files already hold, and no vector-ISA probe of
   memory child among them, compiled the probes again (12.3 s of a 19.6 s child on the machine
   that found it).
 
-Both run in the same two processes: the first builds batch 1 then batch 8, the second loads batch 8."""
+- A load that compiles anyway (here: its kernel binaries removed from the scratch copy) says so, in the
+  record (``compile_warm_graphs_compiled``, ``compile_warm_kernels_compiled``) and as a warning.
+
+The first two run in the same two processes: the first builds batch 1 then batch 8, the second loads batch 8."""
 from __future__ import annotations
 
 import json
@@ -52,40 +55,77 @@ SCRIPT = textwrap.dedent("""
         entry = cache.get_or_build("torch_compile", {"model": model.name, "batch": batch},
                                    lambda stage: builder.build(spec, stage))
         built.append(entry.built)
+    import warnings
+
+    def load(entry, spec):
+        # (details, WarmCompileWarning messages) of one load and run of the entry
+        engine = TorchCompileEngine("fp32", "cpu")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            engine.load(entry.path, spec)
+        engine.run(engine.prepare(model.inputs(spec.example_inputs["input_ids"].shape[0], seed=0)))
+        details = engine.details()
+        engine.close()
+        return details, [str(w.message) for w in caught if type(w.message).__name__ == "WarmCompileWarning"]
+
     counters.clear()  # what the load below does, alone
-    engine = TorchCompileEngine("fp32", "cpu")
-    engine.load(entry.path, spec)
-    step = model.inputs(batch, seed=0)
-    engine.run(engine.prepare(step))
-    engine.close()
-    print(json.dumps({"built": built, "inductor": dict(counters["inductor"]), "checked_in": seen}))
+    details, warned = load(entry, spec)
+    out = {"built": built, "inductor": dict(counters["inductor"]), "checked_in": list(seen), "details": details,
+           "warned": warned}
+    if sys.argv[3:] == ["then-drop-kernels"]:
+        # again, the scratch copy without its kernel binaries: the load compiles them
+        import infermatrix.engines.torch_compile as tc
+        copy = tc.copy_verified
+        def without_kernels(entry, dest):
+            n = copy(entry, dest)
+            for so in dest.rglob("*.so"):
+                so.unlink()
+            return n
+        tc.copy_verified = without_kernels
+        out["dropped"], out["dropped_warned"] = load(entry, spec)
+    print(json.dumps(out))
 """)
+
+
+def _process(root, batches, *how):
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(root / "cache"), batches, *how],
+                          env=dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(root / "process-inductor")),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("torch-compile-reuse")
-    own = root / "process-inductor"
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(own))
-    out = []
-    for batches in ("1,8", "8"):  # the first process builds both entries, the second only loads batch 8
-        done = subprocess.run([sys.executable, "-c", SCRIPT, str(root / "cache"), batches], env=env,
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        out.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    # the first process builds both entries, the second only loads batch 8
+    out = [_process(root, "1,8"), _process(root, "8", "then-drop-kernels")]
     assert out[0]["built"] == [True, True] and out[1]["built"] == [False]
-    return own, out
+    return root, out
 
 
 def test_an_entry_built_after_another_batch_loads_from_inductors_cache_in_a_fresh_process(runs):
     _, (_, fresh) = runs
     assert fresh["inductor"].get("fxgraph_cache_hit", 0) >= 1, fresh
     assert fresh["inductor"].get("fxgraph_cache_miss", 0) == 0, f"the load compiled again: {fresh}"
+    # and the record says so: nothing compiled at load, no warning
+    assert fresh["details"]["compile_warm_graphs_compiled"] == 0
+    assert fresh["details"]["compile_warm_kernels_compiled"] == 0 and fresh["warned"] == []
+    assert fresh["details"]["compile_seconds_warm"] > 0
+
+
+def test_a_load_that_compiles_what_its_entry_should_hold_says_so(runs):
+    # the kernels missing from the scratch copy, as when their keys differ from the build's (a
+    # torch installed elsewhere, another compiler): the graph comes from the cache, the kernels do not
+    _, (_, other) = runs
+    assert other["dropped"]["compile_warm_kernels_compiled"] > 0, other["dropped"]
+    assert len(other["dropped_warned"]) == 1 and "compile_seconds_warm" in other["dropped_warned"][0], other
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="inductor probes vector ISAs on x86 only")
 def test_the_isa_probes_run_in_the_process_cache_and_only_once_per_host(runs):
-    own, both = runs
+    root, both = runs
+    own = root / "process-inductor"
     for run in both:
         assert run["checked_in"], "inductor checked no vector ISA: the test no longer exercises the probe"
         assert set(run["checked_in"]) == {str(own)}, f"ISA probes compiled outside the process cache: {run}"
