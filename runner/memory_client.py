@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infermatrix.core.source_shim import pythonpath, write_shim
+from infermatrix.core.source_shim import write_shim
 
-from .memory import ROOT, _tail
+from .memory import ROOT, _tail, child_environment
 
 START_TIMEOUT_S = 300.0  # the imports, on a host busy with the run's builds
 KILL_GRACE_S = 30.0      # for the server to report a child killed at its timeout
@@ -38,7 +38,7 @@ class MemoryServer:
     def __init__(self, profile: str = "full", start_timeout_s: float | None = None) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="infermatrix-memory-server-"))
         shim = write_shim(ROOT, self.workdir / "shim")
-        env = dict(os.environ, PYTHONPATH=pythonpath(shim, ROOT))
+        env = child_environment(shim)
         self.owner, self._buf = os.getpid(), b""
         with open(self.workdir / "server.log", "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "infermatrix.runner.memory_server", str(self.workdir),

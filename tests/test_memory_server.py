@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,6 +134,10 @@ def test_the_server_imports_without_starting_python_threads(session):
     # starts a telemetry thread: not preloaded)
     assert ready["python_threads"] == 1, ready
     assert ready["resident_bytes"] > 50 * MIB  # torch's libraries, listed to be mapped again in each child
+    # its OpenMP threads (and its children's) sleep while they wait: two children share the cores
+    server = next(s for s in memory_client._servers.values() if s.alive())
+    environ = Path(f"/proc/{server.proc.pid}/environ").read_bytes().split(b"\0")
+    assert b"OMP_WAIT_POLICY=PASSIVE" in environ
 
 
 def test_a_forked_child_maps_the_servers_library_pages_again():
