@@ -76,14 +76,38 @@ def inductor_cache(directory: Path) -> Iterator[None]:
 
 def probe_cpu_isa() -> None:
     """Inductor's check of which CPU vector ISAs work (it compiles a probe per ISA with the C++
-    compiler and loads each in a subprocess: 12.3 s of a 19.6 s memory child here), done in this
-    process's own inductor cache (runner/policy.py) before an entry's scratch cache is entered.
-    Its result is files in that cache (the probes and their load markers), so only the first
-    process on a host pays it, as a deployment's default inductor cache would; done inside a
-    scratch cache, every fresh process (each memory child) compiled the probes again. It says
-    nothing about the model, so it is not part of a compile's recorded seconds."""
+    compiler and loads each in a subprocess: 8 s of CPU on a 2-core AMD EPYC, 12.3 s of a 19.6 s
+    memory child where it was found), done once per host and never inside an entry's scratch cache.
+
+    Its result is files (the probes and their load markers) that say nothing about a model, only
+    about this host's CPU, compiler and torch, so they go where inductor keeps its other host-wide
+    files (its precompiled headers): its default cache folder (``/tmp/torchinductor_<user>``), not
+    the process's cache. Done in the engine cache (the run's ``_inductor``), each fresh engine
+    cache compiled the probes again: every test with a cache of its own, every fleet worker on a
+    fresh volume. An ISA the CPU does not report is never probed (inductor reads the CPU's flags
+    first), so markers left by another CPU cannot enable one. Where that folder cannot be written,
+    the process's own cache serves. Not part of a compile's recorded seconds."""
     from torch._inductor.cpu_vec_isa import valid_vec_isa_list
-    valid_vec_isa_list()  # functools.cache: once per process
+    if valid_vec_isa_list.cache_info().currsize:  # functools.cache: probed by this process already
+        return
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    host = Path(default_cache_dir())
+    try:
+        host.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
+    if not os.access(host, os.W_OK):
+        valid_vec_isa_list()
+        return
+    old = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(host)
+    try:
+        valid_vec_isa_list()
+    finally:
+        if old is None:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
 
 
 def kernel_include_dirs() -> list[str]:

@@ -7,15 +7,17 @@ compile that the entry's inductor files already hold, and no vector-ISA probe of
   dynamo's "automatic dynamic" memory of the batch-1 compile made the batch-8 build trace its
   graph with the symbols in another order, so every memory child's load missed inductor's FX
   graph cache and compiled anew.
-- Inductor's check of which CPU vector ISAs work runs in the process's own inductor cache, never
-  in an entry's scratch copy (``probe_cpu_isa``): in a scratch cache every fresh process, each
-  memory child among them, compiled the probes again (12.3 s of a 19.6 s child on the machine
-  that found it).
+- Inductor's check of which CPU vector ISAs work runs once per host, in inductor's default cache
+  folder, never in an entry's scratch copy nor in the process's cache (``probe_cpu_isa``): in a
+  scratch cache every fresh process, each memory child among them, compiled the probes again
+  (12.3 s of a 19.6 s child on the machine that found it); in the process's cache every fresh
+  engine cache did (8 s of CPU each).
 
 - A load that compiles anyway (here: its kernel binaries removed from the scratch copy) says so, in the
   record (``compile_warm_graphs_compiled``, ``compile_warm_kernels_compiled``) and as a warning.
 
-The first two run in the same two processes: the first builds batch 1 then batch 8, the second loads batch 8."""
+The first two run in the same two processes: the first builds batch 1 then batch 8, the second loads batch 8
+with an inductor cache of its own (as a process with another engine cache has)."""
 from __future__ import annotations
 
 import json
@@ -23,7 +25,9 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -87,9 +91,11 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _process(root, batches, *how):
+def _process(root, inductor, batches, *how):
+    # TMPDIR: inductor's default cache folder, the host's (tempfile.gettempdir() reads it)
+    (root / "tmp").mkdir(exist_ok=True)
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(root / "cache"), batches, *how],
-                          env=dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(root / "process-inductor")),
+                          env=dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(root / inductor), TMPDIR=str(root / "tmp")),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -99,7 +105,7 @@ def _process(root, batches, *how):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("torch-compile-reuse")
     # the first process builds both entries, the second only loads batch 8
-    out = [_process(root, "1,8"), _process(root, "8", "then-drop-kernels")]
+    out = [_process(root, "process-inductor", "1,8"), _process(root, "other-inductor", "8", "then-drop-kernels")]
     assert out[0]["built"] == [True, True] and out[1]["built"] == [False]
     return root, out
 
@@ -123,11 +129,14 @@ def test_a_load_that_compiles_what_its_entry_should_hold_says_so(runs):
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="inductor probes vector ISAs on x86 only")
-def test_the_isa_probes_run_in_the_process_cache_and_only_once_per_host(runs):
+def test_the_isa_probes_run_once_per_host_in_inductors_default_folder(runs):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
     root, both = runs
-    own = root / "process-inductor"
+    host = Path(default_cache_dir().replace(tempfile.gettempdir(), str(root / "tmp"), 1))
     for run in both:
         assert run["checked_in"], "inductor checked no vector ISA: the test no longer exercises the probe"
-        assert set(run["checked_in"]) == {str(own)}, f"ISA probes compiled outside the process cache: {run}"
-    # the probes' files are in the process cache: a later process finds them built and loaded once
-    assert list(own.rglob("*.load_ok")), f"no probe load markers under {own}"
+        assert set(run["checked_in"]) == {str(host)}, f"ISA probes compiled outside the host's folder: {run}"
+    # the probes' files are there, built and loaded once: none in either process's own cache
+    assert list(host.rglob("*.load_ok")), f"no probe load markers under {host}"
+    for own in ("process-inductor", "other-inductor"):
+        assert not list((root / own).rglob("*.load_ok")), f"probe markers in {own}"
