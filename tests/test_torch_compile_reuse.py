@@ -20,6 +20,7 @@ The first two run in the same two processes: the first builds batch 1 then batch
 with an inductor cache of its own (as a process with another engine cache has)."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -140,3 +141,38 @@ def test_the_isa_probes_run_once_per_host_in_inductors_default_folder(runs):
     assert list(host.rglob("*.load_ok")), f"no probe load markers under {host}"
     for own in ("process-inductor", "other-inductor"):
         assert not list((root / own).rglob("*.load_ok")), f"probe markers in {own}"
+
+
+class _Probe:
+    """Stands in for inductor's ``valid_vec_isa_list``: records the cache folder each probe ran in."""
+
+    def __init__(self):
+        self.ran_in = []
+
+    def __call__(self):
+        self.ran_in.append(os.environ.get("TORCHINDUCTOR_CACHE_DIR"))
+        return []
+
+    def cache_info(self):
+        return functools.namedtuple("CacheInfo", "currsize")(len(self.ran_in))
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_the_probe_runs_in_the_host_folder_when_it_can_and_leaves_the_process_cache_setting(monkeypatch, tmp_path,
+                                                                                          writable):
+    from torch._inductor import cpu_vec_isa
+    from torch._inductor.runtime import cache_dir_utils
+
+    from infermatrix.engines.torch_compile import probe_cpu_isa
+    host, own = tmp_path / "host", tmp_path / "own"
+    probe = _Probe()
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", probe)
+    monkeypatch.setattr(cache_dir_utils, "default_cache_dir", lambda: str(host))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(own))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: writable and real_access(p, mode))
+    probe_cpu_isa()
+    probe_cpu_isa()  # probed already: not again
+    # where the host's folder cannot be written, the process's own cache serves
+    assert probe.ran_in == [str(host if writable else own)]
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(own)
