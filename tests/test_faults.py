@@ -174,10 +174,11 @@ def test_two_workers_building_one_engine_build_it_once(tmp_path):
     (["--engines", "no_such_engine"], "valid values"),
     (["--load-seconds", "0"], "--load-seconds"),
 ])
-def test_unknown_or_bad_option_values_are_usage_errors(args, message):
-    res = subprocess.run([sys.executable, "-m", "pytest", "perf_tests/test_latency.py", "--collect-only", "-q",
-                          "-p", "no:cacheprovider", *args], cwd=ROOT, env=_env(), capture_output=True, text=True)
-    assert res.returncode == 4 and message in res.stderr, res.stderr[-2000:]
+def test_unknown_or_bad_option_values_are_usage_errors(pytester, args, message):
+    # in this process: a usage error stops the run at configure, before anything is set process-wide
+    res = pytester.runpytest_inprocess(str(ROOT / "perf_tests" / "test_latency.py"), "--collect-only", "-q",
+                                       "-p", "no:cacheprovider", *args)
+    assert res.ret == pytest.ExitCode.USAGE_ERROR and message in res.stderr.str(), res.stderr.str()[-2000:]
 
 
 def test_a_malformed_history_json_is_named_and_left_untouched(tmp_path, capsys):

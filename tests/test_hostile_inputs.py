@@ -54,8 +54,8 @@ def test_threads_are_bounded_by_the_cpus_this_process_may_use(tmp_path):
 def test_the_pytest_run_says_it_as_a_usage_error_not_an_internal_error(pytester, repo_root, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    res = pytester.runpytest_subprocess(str(repo_root / "perf_tests" / "test_latency.py"), "--collect-only", "-q",
-                                        "-p", "no:cacheprovider", "--engine-cache", str(blocker / "sub"))
+    res = pytester.runpytest_inprocess(str(repo_root / "perf_tests" / "test_latency.py"), "--collect-only", "-q",
+                                       "-p", "no:cacheprovider", "--engine-cache", str(blocker / "sub"))
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     assert "INTERNALERROR" not in res.stdout.str() + res.stderr.str()
     res.stderr.fnmatch_lines([f"*{blocker} is a file, so no folder can be made under it*"])

@@ -112,7 +112,7 @@ def test_marks_follow_device_engine_and_slowness(emulated_bf16):
     (["--pipelines", "vl,nope"], "unknown value(s) 'nope'; valid values: tiny-vl, vl"),
 ])
 def test_unknown_option_values_are_usage_errors(pytester, args, message, repo_root):
-    result = pytester.runpytest_subprocess(str(repo_root / "perf_tests"), "--collect-only", "-q", *args)
+    result = pytester.runpytest_inprocess(str(repo_root / "perf_tests"), "--collect-only", "-q", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in result.stderr.str()
 
