@@ -85,7 +85,7 @@ def test_pyproject_table_is_read_by_default_and_the_command_line_overrides_it(py
 def test_usage_errors_stop_the_pytest_run(pytester, repo_root, toml, message):
     path = write(pytester.path / "bad.toml", toml)
     result = pytester.runpytest_inprocess(str(repo_root / "perf_tests" / "test_latency.py"), "--collect-only",
-                                           "-p", "no:cacheprovider", "--config", str(path))
+                                          "-p", "no:cacheprovider", "--config", str(path))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert f"{path}: " in result.stderr.str() and message in result.stderr.str()
 

@@ -1,6 +1,8 @@
 """Matrix generation and filtering, from the registries and the options."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from infermatrix.engines import ENGINES
@@ -112,9 +114,13 @@ def test_marks_follow_device_engine_and_slowness(emulated_bf16):
     (["--pipelines", "vl,nope"], "unknown value(s) 'nope'; valid values: tiny-vl, vl"),
 ])
 def test_unknown_option_values_are_usage_errors(pytester, args, message, repo_root):
+    # in this process (tests/test_faults.py likewise): the run stops at configure, before the process
+    # policy sets inductor's folder or the thread count for the whole process
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     result = pytester.runpytest_inprocess(str(repo_root / "perf_tests"), "--collect-only", "-q", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in result.stderr.str()
+    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR") == before
 
 
 def test_collected_ids_and_narrowing(pytester, repo_root):

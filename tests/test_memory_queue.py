@@ -73,6 +73,7 @@ def test_each_childs_seconds_are_kept_and_the_slowest_come_first():
     queue = MemoryQueue(TimeLedger())
     for name, seconds in (("quick", 0.0), ("slow", 0.2), ("middle", 0.1)):
         queue.submit(name, lambda s=seconds: time.sleep(s) or {}, lambda _: None)
+    queue.submit("kept", lambda: {"memory_reused": True}, lambda _: None)  # no child ran
     queue.settle()
     assert [label for label, _ in queue.slowest(2)] == ["slow", "middle"]
     assert queue.child_seconds["slow"] >= 0.2 and set(queue.child_seconds) == {"quick", "slow", "middle"}
