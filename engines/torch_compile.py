@@ -29,7 +29,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -94,20 +94,11 @@ def probe_cpu_isa() -> None:
     host = Path(default_cache_dir())
     try:
         host.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        pass
-    if not os.access(host, os.W_OK):
+        writable = os.access(host, os.W_OK)
+    except OSError:  # a file in its place, a read-only /tmp: the process's own cache serves
+        writable = False
+    with inductor_cache(host) if writable else nullcontext():
         valid_vec_isa_list()
-        return
-    old = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(host)
-    try:
-        valid_vec_isa_list()
-    finally:
-        if old is None:
-            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-        else:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
 
 
 def kernel_include_dirs() -> list[str]:
