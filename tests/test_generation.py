@@ -46,6 +46,24 @@ def test_cached_decoding_equals_recomputing_the_whole_sequence(eager):
     assert len(got.step_s) == 11 and got.ttft_s > 0
 
 
+def test_the_fused_training_kernels_compute_the_exported_models_function():
+    """A trained decoder learns with fused GELU, SDPA attention and fused AdamW (models/decoder.py
+    TrainRecipe.fused_kernels); its weights must give the same logits and gradients in the unfused
+    model every engine exports."""
+    torch.manual_seed(0)
+    fused = CONFIG.build(dropout=0.0, fused=True)
+    plain = CONFIG.build(dropout=0.0)
+    plain.load_state_dict(fused.state_dict())
+    assert fused.config.activation_function != plain.config.activation_function
+    x = torch.randint(0, CONFIG.vocab_size, (3, 20), generator=torch.Generator().manual_seed(1))
+    losses = [lm(input_ids=x, labels=x).loss for lm in (fused.train(), plain.train())]
+    for loss in losses:
+        loss.backward()
+    assert torch.allclose(losses[0], losses[1], rtol=1e-5)
+    for (name, a), b in zip(fused.named_parameters(), plain.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
+
+
 @pytest.mark.parametrize("engine_name", [n for n, c in sorted(ENGINES.items()) if c.dynamic_shapes and n != "torch"])
 def test_dynamic_shape_engines_generate_eager_tokens(engine_name, eager, tmp_path):
     from torch._dynamo.utils import counters
