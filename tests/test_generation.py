@@ -83,6 +83,30 @@ def test_dynamic_shape_engines_generate_eager_tokens(engine_name, eager, tmp_pat
     engine.close()
 
 
+def step_inputs_of(batch: int, tokens: int, past: int) -> dict:
+    g = torch.Generator().manual_seed(batch * 100 + tokens * 10 + past)
+    out = {"input_ids": torch.randint(0, CONFIG.vocab_size, (batch, tokens), generator=g)}
+    for i in range(CONFIG.n_layer):
+        for kind in ("key", "value"):
+            out[f"past_{kind}_{i}"] = torch.randn(batch, CONFIG.n_head, past, CONFIG.head_dim, generator=g)
+    return out
+
+
+def test_torch_compile_makes_only_the_specs_dynamic_axes_symbolic(tmp_path):
+    """Token and KV-cache lengths are symbolic in the compiled step; the batch is pinned, as in
+    the build of every other model (dynamic=True made every size symbolic: slower to trace, to
+    compile and to load)."""
+    from torch._dynamo.utils import counters
+    engine = loaded("torch_compile", "fp32", tmp_path)   # built at batch 2, 2 tokens on a past of 3
+    graphs = counters["stats"]["unique_graphs"]
+    for tokens, past in ((3, 5), (4, 9)):
+        engine.step(step_inputs_of(2, tokens, past))
+    assert counters["stats"]["unique_graphs"] == graphs, "another token or past length recompiled"
+    engine.step(step_inputs_of(3, 3, 5))
+    assert counters["stats"]["unique_graphs"] == graphs + 1, "another batch size ran without its own graph"
+    engine.close()
+
+
 def test_weight_only_int8_decoder_builds_and_stays_close(eager, tmp_path):
     engine = loaded("onnxruntime", "int8", tmp_path)
     import json
