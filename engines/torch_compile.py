@@ -190,13 +190,15 @@ class TorchCompileEngine(TorchModuleEngine):
         # counts against the recompile limit other calls share (past it dynamo runs eager);
         # torch is pinned (pyproject.toml) to a version that has it
         # a spec's dynamic axes (a decoder's token and KV-cache lengths) are the only symbolic sizes
-        # (see dynamic_shapes): dynamic=True made every size symbolic, batch and widths too
+        # (see dynamic_shapes): dynamic=True made every size symbolic, batch and widths too. "maybe":
+        # a model whose code pins one of those lengths compiles it static, as dynamic=True did, where
+        # mark_dynamic would fail the build (tests/test_generation.py catches a decoder recompiling)
         compiled = torch.compile(module, backend="inductor", dynamic=None if spec.dynamic_axes else False,
                                  mode=self.compile_mode, isolate_recompiles=True)
         args = prepare_tensors(spec.example_inputs, spec.input_names, self.precision, self.device)
         for name, arg in zip(spec.input_names, args):
             for axis in spec.dynamic_axes.get(name, {}):
-                torch._dynamo.mark_dynamic(arg, axis)
+                torch._dynamo.maybe_mark_dynamic(arg, axis)
         start = time.perf_counter()
         with torch.inference_mode():
             compiled(*args)  # the first call compiles
