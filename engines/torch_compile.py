@@ -157,10 +157,11 @@ class TorchCompileEngine(TorchModuleEngine):
     dynamic_batch: ClassVar[bool] = False
     # a spec with dynamic axes (a decoder's growing KV cache) compiles with those axes marked
     # dynamic, so the graph is symbolic in those lengths instead of recompiling every step, and
-    # static in the rest. Measured on tiny-gpt2 fp32 (Xeon, Sapphire Rapids, 2 cores, 2026-12-07)
-    # against dynamic=True, which made every size symbolic: cold compile 13.2 s against 17.0 s at
-    # batch 1 and 14.0 s against 19.1 s at batch 8, a fresh process's warm compile 3.3 s against
-    # 6.8 s, a step's median 0.63 ms against 0.64 ms and 0.83 ms against 0.93 ms
+    # static in the rest. Measured on tiny-gpt2 fp32 (bench/decoder_compile.py; Xeon with AMX,
+    # 2 cores, 2026-12-07) against dynamic=True, which made every size symbolic: cold compile 14.0 s
+    # against 16.0 s at batch 1 and 14.8 s against 19.5 s at batch 8, a fresh process's warm compile
+    # 3.4 s against 6.4 s and 7.5 s; step medians within the noise at batch 1 (0.59-0.80 ms against
+    # 0.64-0.66 ms in five processes each) and lower at batch 8 (0.83-0.93 ms against 0.90-0.99 ms)
     dynamic_shapes: ClassVar[bool] = True
     live_module: ClassVar[bool] = True  # compiles the live module at load
     #: torch.compile's mode (None: its default)
