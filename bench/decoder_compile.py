@@ -24,7 +24,7 @@ import time
 CHILD = """
 import json, statistics, sys, time, torch
 from infermatrix.engines.torch_common import module_for, prepare_tensors
-from infermatrix.engines.torch_compile import probe_cpu_isa
+from infermatrix.engines.torch_compile import mark_dynamic_axes, probe_cpu_isa
 probe_cpu_isa()  # once per host, in inductor's own folder, as the engine does: not part of a compile
 from infermatrix.models.decoder import TINY_GPT2, decoder_model
 mode, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -34,9 +34,7 @@ spec = model.build_spec(model.build_module(None), batch)
 args = prepare_tensors(spec.example_inputs, spec.input_names, "fp32", "cpu")
 compiled = torch.compile(module_for(spec, "fp32", "cpu"), backend="inductor", dynamic=True if mode == "all" else None)
 if mode == "axes":
-    for name, arg in zip(spec.input_names, args):
-        for axis in spec.dynamic_axes.get(name, {}):
-            torch._dynamo.maybe_mark_dynamic(arg, axis)
+    mark_dynamic_axes(spec, args)  # the engine's own marking
 start = time.perf_counter()
 with torch.inference_mode():
     compiled(*args)

@@ -145,6 +145,16 @@ def copy_verified(entry: Path, dest: Path) -> int:
     return n
 
 
+def mark_dynamic_axes(spec: BuildSpec, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` (the spec's inputs, in order) with the spec's dynamic axes marked for dynamo, which
+    then compiles those sizes symbolic and every other static."""
+    import torch
+    for name, arg in zip(spec.input_names, args):
+        for axis in spec.dynamic_axes.get(name, {}):
+            torch._dynamo.maybe_mark_dynamic(arg, axis)
+    return args
+
+
 class TorchCompileEngine(TorchModuleEngine):
     name: ClassVar[str] = "torch_compile"
     capabilities: ClassVar[Mapping[str, frozenset[str]]] = {
@@ -196,10 +206,8 @@ class TorchCompileEngine(TorchModuleEngine):
         # mark_dynamic would fail the build (tests/test_generation.py catches a decoder recompiling)
         compiled = torch.compile(module, backend="inductor", dynamic=None if spec.dynamic_axes else False,
                                  mode=self.compile_mode, isolate_recompiles=True)
-        args = prepare_tensors(spec.example_inputs, spec.input_names, self.precision, self.device)
-        for name, arg in zip(spec.input_names, args):
-            for axis in spec.dynamic_axes.get(name, {}):
-                torch._dynamo.maybe_mark_dynamic(arg, axis)
+        args = mark_dynamic_axes(spec, prepare_tensors(spec.example_inputs, spec.input_names, self.precision,
+                                                       self.device))
         start = time.perf_counter()
         with torch.inference_mode():
             compiled(*args)  # the first call compiles

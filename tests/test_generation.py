@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from infermatrix.engines import ENGINES, EngineError
-from infermatrix.models.decoder import DecoderConfig, decoder_model
+from infermatrix.models.decoder import DecoderConfig, decoder_model, step_inputs
 from infermatrix.scenarios.generation import Generation, GenerationOptions, compare_generations, generate, generation_figures
 from infermatrix.fixtures.matrix import plan_cases
 from infermatrix.fixtures.options import MatrixOptions
@@ -83,15 +83,6 @@ def test_dynamic_shape_engines_generate_eager_tokens(engine_name, eager, tmp_pat
     engine.close()
 
 
-def step_inputs_of(batch: int, tokens: int, past: int) -> dict:
-    g = torch.Generator().manual_seed(batch * 100 + tokens * 10 + past)
-    out = {"input_ids": torch.randint(0, CONFIG.vocab_size, (batch, tokens), generator=g)}
-    for i in range(CONFIG.n_layer):
-        for kind in ("key", "value"):
-            out[f"past_{kind}_{i}"] = torch.randn(batch, CONFIG.n_head, past, CONFIG.head_dim, generator=g)
-    return out
-
-
 def test_torch_compile_makes_only_the_specs_dynamic_axes_symbolic(tmp_path):
     """Token and KV-cache lengths are symbolic in the compiled step; the batch is pinned, as in
     the build of every other model (dynamic=True made every size symbolic: slower to trace, to
@@ -100,10 +91,10 @@ def test_torch_compile_makes_only_the_specs_dynamic_axes_symbolic(tmp_path):
     # a recompile raises instead of compiling (torch's public stance): nothing here compiles
     with torch.compiler.set_stance("fail_on_recompile"):
         for tokens, past in ((3, 5), (4, 9)):
-            engine.step(step_inputs_of(2, tokens, past))   # would raise: another length recompiled
+            engine.step(step_inputs(CONFIG, tokens, past)(2, 0))   # would raise: another length recompiled
         # the batch is pinned: batch 3 fails the guard on dim 0
         with pytest.raises(RuntimeError, match=r"(?s)fail_on_recompile.*size mismatch at index 0\. expected 2, actual 3"):
-            engine.step(step_inputs_of(3, 3, 5))
+            engine.step(step_inputs(CONFIG, 3, 5)(3, 0))
     engine.close()
 
 
