@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -156,3 +159,31 @@ def test_the_record_says_what_each_step_did(tmp_path):
     assert {i.type.tensor_type.elem_type for i in (*graph.input, *graph.output)} == {onnx.TensorProto.FLOAT}
     floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
     assert {t.data_type for t in graph.initializer if t.data_type in floats} == {onnx.TensorProto.FLOAT16}
+
+
+HEADER_DIR_CHILD = """
+import sys, tempfile
+from pathlib import Path
+import torch
+from infermatrix.engines.onnx_stage import materialize, plan
+from infermatrix.models.builtin import register_builtin_models
+from infermatrix.models.registry import get_model
+register_builtin_models()
+model = get_model("tiny-cnn")
+spec = model.build_spec(model.build_module(), 1)
+scratch = Path(sys.argv[1])
+materialize(plan(spec, "fp32"), None, scratch)  # torch's ONNX export, inside the build's folder
+from torch._inductor import codecache
+print(codecache._HEADER_DIR)
+"""
+
+
+def test_an_export_leaves_inductors_header_folder_where_it_is_outside_the_build(tmp_path):
+    """torch's export imports inductor's code cache, whose precompiled-header folder is read from
+    tempfile at import (engines/onnx_shapes.py): imported inside the build's folder, every later
+    torch.compile of the process recreated that folder, 152 MB, inside the engine cache."""
+    done = subprocess.run([sys.executable, "-c", HEADER_DIR_CHILD, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    header_dir = Path(done.stdout.strip().splitlines()[-1])
+    assert tmp_path not in header_dir.parents, f"inductor's header folder {header_dir} is inside the build's folder"
