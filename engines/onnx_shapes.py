@@ -14,20 +14,10 @@ ONNX Runtime's tools write temporary files where the caller cannot choose: the s
 inference saves ``sym_shape_infer_temp.onnx`` and a model-sized ``<uuid>.data`` to the cwd
 when it gives up, and the quantizer's ``tempfile.TemporaryDirectory()`` calls go to the
 system temp dir. ``build_folder`` points both at the build's own folder.
-
-A module that reads the temp dir when it is imported keeps what it read for the life of the
-process: torch's ONNX export imports inductor's code cache, whose precompiled-header folder is
-``tempfile.gettempdir()/torchinductor_<user>`` at import (on purpose: host-wide, not the
-process's inductor cache). First imported inside a build's folder, every later torch.compile of
-the process compiled its 150 MB header again into that removed folder and recreated it inside the
-engine cache (an orphan ``.build-*`` folder of 152 MB after a run). ``build_folder`` imports it
-first, where torch is in use.
 """
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,8 +41,6 @@ def build_folder(folder: Path) -> Iterator[Path]:
     threads start after every build), so nothing else sees the change.
     """
     folder = Path(folder).resolve()
-    if "torch" in sys.modules:  # its header folder decided outside ours (the module's docstring)
-        importlib.import_module("torch._inductor.codecache")
     before_cwd, before_temp = os.getcwd(), tempfile.tempdir
     tempfile.tempdir = str(folder)
     os.chdir(folder)

@@ -180,7 +180,7 @@ print(codecache._HEADER_DIR)
 
 def test_an_export_leaves_inductors_header_folder_where_it_is_outside_the_build(tmp_path):
     """torch's export imports inductor's code cache, whose precompiled-header folder is read from
-    tempfile at import (engines/onnx_shapes.py): imported inside the build's folder, every later
+    tempfile at import (engines/onnx_export.py): imported inside the build's folder, every later
     torch.compile of the process recreated that folder, 152 MB, inside the engine cache."""
     done = subprocess.run([sys.executable, "-c", HEADER_DIR_CHILD, str(tmp_path)], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
