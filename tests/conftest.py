@@ -14,12 +14,15 @@ DURATIONS = Path(__file__).with_name("durations.json")
 UNKNOWN_TEST_S = 0.5
 
 
+def module_of(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
 def module_seconds(nodeids: list[str], durations: dict[str, float]) -> dict[str, float]:
     """Each module's stored seconds, summed over its tests."""
     seconds: dict[str, float] = {}
     for nodeid in nodeids:
-        module = nodeid.split("::")[0]
-        seconds[module] = seconds.get(module, 0.0) + durations.get(nodeid, UNKNOWN_TEST_S)
+        seconds[module_of(nodeid)] = seconds.get(module_of(nodeid), 0.0) + durations.get(nodeid, UNKNOWN_TEST_S)
     return seconds
 
 
@@ -35,9 +38,9 @@ def longest_modules_first(nodeids: list[str], durations: dict[str, float]) -> li
     Xeon (Sapphire Rapids), 2026-12-07: xdist's order 394.7 s with one worker idle for the last 17 s,
     longest first 379.6 s with both busy to the end."""
     seconds = module_seconds(nodeids, durations)
-    position = {m: i for i, m in enumerate(dict.fromkeys(n.split("::")[0] for n in nodeids))}
+    position = {m: i for i, m in enumerate(dict.fromkeys(map(module_of, nodeids)))}
     order = {m: (-s, position[m]) for m, s in seconds.items()}
-    return sorted(nodeids, key=lambda n: order[n.split("::")[0]])  # stable: a module's own order kept
+    return sorted(nodeids, key=lambda n: order[module_of(n)])  # stable: a module's own order kept
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
