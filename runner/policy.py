@@ -12,7 +12,9 @@ memory child, ``infermatrix ab``'s workers (through the plugin) and bench/gpu_ch
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +45,26 @@ class ProcessPolicy:
             torch.backends.cudnn.allow_tf32 = self.tf32
 
 
+#: the prefix of the folder a process makes when the engine cache is read-only (``inductor_dir``)
+FALLBACK_PREFIX = "infermatrix-inductor-"
+
+
 def inductor_dir(cache_root: Path) -> Path:
     """Inductor's scratch cache: inside ours when it can be written, else a folder of this process.
     Importing torch._dynamo creates it, so a read-only shared cache (a CI image, a network mount)
     would end every hf: model's build in "Read-only file system"; torch_compile's own artifacts
-    live in its entries (engines/torch_compile.py), not here."""
+    live in its entries (engines/torch_compile.py), not here.
+
+    The folder of a process is removed when that process exits, and a process started by one that
+    made it (a memory child, the memory fork server: the setting is inherited) uses the same folder
+    rather than making one of its own that nothing would remove (a forked child ends in ``os._exit``,
+    which runs no exit handler)."""
     wanted = cache_root / INDUCTOR_DIR
     if os.access(wanted if wanted.exists() else cache_root, os.W_OK):
         return wanted
-    return Path(tempfile.mkdtemp(prefix="infermatrix-inductor-"))
+    inherited = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")
+    if Path(inherited).name.startswith(FALLBACK_PREFIX) and os.access(inherited, os.W_OK):
+        return Path(inherited)
+    made = Path(tempfile.mkdtemp(prefix=FALLBACK_PREFIX))
+    atexit.register(shutil.rmtree, made, True)
+    return made

@@ -181,3 +181,39 @@ def test_read_only_mount_serves_every_entry_it_holds(tmp_path):
     # back in a writable cache, the corrupt entry is rebuilt with a warning
     with pytest.warns(CorruptEntryWarning):
         assert EngineCache(root).get_or_build("eng", {"c": 1}, write_artifact).built
+
+
+# the cache read-only to this process (the suite runs as root, whom file modes do not stop)
+READ_ONLY_VIEW = textwrap.dedent("""
+    import json, os, subprocess, sys
+    from pathlib import Path
+    from infermatrix.runner import policy
+    root = Path(sys.argv[1])
+    real = os.access
+    os.access = lambda p, mode: real(p, mode) and not str(p).startswith(str(root))
+""")
+FALLBACK = READ_ONLY_VIEW + textwrap.dedent("""
+    made = policy.inductor_dir(root)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(made)  # as ProcessPolicy.apply sets it
+    again = policy.inductor_dir(root)
+    # a process this one starts (a memory child, the fork server) inherits the setting
+    child = subprocess.run([sys.executable, "-c", READ_ONLY_VIEW + "print(policy.inductor_dir(root))", str(root)],
+                           capture_output=True, text=True, check=True)
+    print(json.dumps({"made": str(made), "again": str(again), "child": child.stdout.strip(), "exists": made.is_dir()}))
+""")
+
+
+def test_a_read_only_caches_inductor_folder_is_one_per_run_and_removed_at_exit(tmp_path):
+    """Each process against a read-only cache left an empty infermatrix-inductor-* folder in the
+    temp dir (and a compile's files in it): now one folder, made by the first process, shared with
+    the processes it starts, removed when it exits."""
+    root = tmp_path / "cache"
+    root.mkdir()
+    r = subprocess.run([sys.executable, "-c", f"READ_ONLY_VIEW = {READ_ONLY_VIEW!r}\n" + FALLBACK, str(root)],
+                       capture_output=True, text=True, timeout=120,
+                       env={k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert Path(out["made"]).name.startswith("infermatrix-inductor-") and out["exists"], out
+    assert out["again"] == out["made"] and out["child"] == out["made"], out
+    assert not Path(out["made"]).exists(), "the folder outlived the process that made it"
